@@ -1,0 +1,113 @@
+"""One door to every model the book studies.
+
+``load_model(name)`` returns a TransformerLens ``TransformerBridge`` for a
+bundled model organism (trained by this project, shipped with the package),
+for a Hugging Face hub name such as ``"gpt2"`` when the hub can be reached
+(Colab), or for a local folder holding a Hugging Face checkpoint. Every
+chapter loads its model through this function, so switching a chapter from the
+bundled organism to GPT-2 is a one-word change.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from .env import get_device, hub_reachable
+
+__all__ = ["load_model", "available_models", "HUB_MODELS", "ModelUnavailableError"]
+
+#: Hub checkpoints the chapters are written to run on (GPT-2 family).
+HUB_MODELS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "openai-community/gpt2": "openai-community/gpt2",
+    "openai-community/gpt2-medium": "openai-community/gpt2-medium",
+}
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model exists but cannot be loaded here (for example: no network)."""
+
+
+def available_models() -> dict[str, str]:
+    """Name → description of the models ``load_model`` knows by name."""
+    from . import zoo
+
+    names = dict(zoo.BUNDLED_MODELS)
+    for alias, repo in HUB_MODELS.items():
+        if alias == repo:
+            continue
+        names[alias] = f"{repo} from the Hugging Face hub (needs network)"
+    return names
+
+
+def load_model(name: str, device=None, compatibility: bool = True):
+    """Load a model as a ``TransformerBridge`` in evaluation mode.
+
+    Args:
+        name: a bundled model ("rs-gpt2-4l", "rs-attn-2l"), a hub name ("gpt2"),
+            or the path of a local folder with a Hugging Face checkpoint.
+        device: where to put it; defaults to :func:`helpers.get_device`.
+        compatibility: if True (the book's default) call
+            ``enable_compatibility_mode()``, which folds LayerNorm weights into the
+            next linear map and centres the unembedding, so hooks and numbers match
+            the conventions of the old ``HookedTransformer``. Pass False for the raw
+            Hugging Face weights (used where a chapter needs the tied W_E = W_Uᵀ).
+    """
+    from . import zoo
+
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"load_model expects a model name (str), got {type(name).__name__}.")
+    device = get_device() if device is None else get_device(str(device))
+    name_str = str(name)
+
+    if name_str in zoo.BUNDLED_MODELS:
+        bridge = zoo.load_bundled(name_str, device=device)
+    elif name_str in HUB_MODELS:
+        bridge = _load_from_hub(HUB_MODELS[name_str], device)
+    elif Path(name_str).is_dir():
+        bridge = _boot_transformers(name_str, device)
+    else:
+        valid = "\n".join(f"  {k!r}: {v}" for k, v in available_models().items())
+        raise ValueError(
+            f"Unknown model {name_str!r}. Valid names are:\n{valid}\n"
+            "or the path of a folder holding a Hugging Face checkpoint."
+        )
+    if compatibility:
+        bridge.enable_compatibility_mode()
+    bridge.eval()
+    return bridge
+
+
+def _boot_transformers(path_or_repo: str, device):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return TransformerBridge.boot_transformers(path_or_repo, device=str(device))
+
+
+def _in_local_hub_cache(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
+        return False
+    hit = try_to_load_from_cache(repo, "config.json")
+    return isinstance(hit, str)
+
+
+def _load_from_hub(repo: str, device):
+    from . import zoo
+
+    if not _in_local_hub_cache(repo):
+        start = time.monotonic()
+        if not hub_reachable(timeout=3.0):
+            bundled = ", ".join(repr(n) for n in zoo.BUNDLED_MODELS)
+            raise ModelUnavailableError(
+                f"{repo!r} lives on the Hugging Face hub, which cannot be reached from here "
+                f"(checked in {time.monotonic() - start:.1f} s; HF_HUB_OFFLINE="
+                f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Use a bundled model instead: "
+                f"{bundled}; or run this chapter in Colab, where the hub is reachable."
+            )
+    return _boot_transformers(repo, device)

@@ -1,0 +1,71 @@
+"""Keep chapter notebooks clean: no outputs, no execution counts, plain metadata.
+
+``python -m helpers.nbtools strip chapters/*.ipynb`` rewrites notebooks in place;
+``python -m helpers.nbtools check chapters/*.ipynb`` lists what is not clean
+(the test suite runs the same check).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def problems(path: str | Path) -> list[str]:
+    """What keeps the notebook at ``path`` from being clean (empty list if clean)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    found = []
+    if nb.get("metadata", {}).get("kernelspec", {}).get("name") != "python3":
+        found.append("kernelspec is not python3")
+    extra = set(nb.get("metadata", {})) - {"kernelspec", "language_info"}
+    if extra:
+        found.append(f"notebook metadata has extra keys {sorted(extra)}")
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        src = "".join(cell["source"])
+        if cell.get("outputs") and CHECK_MARK not in src:
+            found.append(f"cell {i} has outputs")
+        if cell.get("execution_count") is not None and CHECK_MARK not in src:
+            found.append(f"cell {i} has an execution count")
+        meta = set(cell.get("metadata", {})) - {"tags"}
+        if meta:
+            found.append(f"cell {i} has metadata {sorted(meta)}")
+    return found
+
+
+def strip(path: str | Path) -> None:
+    """Remove outputs, execution counts and editor metadata from a notebook."""
+    p = Path(path)
+    nb = json.loads(p.read_text(encoding="utf-8"))
+    nb["metadata"] = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = {"tags": tags} if tags else {}
+        if cell["cell_type"] == "code" and CHECK_MARK not in "".join(cell["source"]):
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        cell.pop("id", None) if nb.get("nbformat_minor", 0) < 5 else None
+    p.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("strip", "check"):
+        print("usage: python -m helpers.nbtools {strip|check} NOTEBOOK...", file=sys.stderr)
+        return 2
+    bad = 0
+    for path in argv[1:]:
+        if argv[0] == "strip":
+            strip(path)
+        else:
+            for problem in problems(path):
+                print(f"{path}: {problem}")
+                bad += 1
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,169 @@
+"""Evaluations of the zoo models, shared by the training recipe, the tests and the book.
+
+Every function takes a ``TransformerBridge`` (as returned by
+``helpers.zoo.load_bundled``) and plain Python prompts, and prepends the BOS
+token exactly as ``bridge.to_tokens`` does, so the numbers here are the ones a
+chapter gets.  ``fact_recall`` checks top-1 next-token accuracy (teacher forced
+over every answer token), ``ioi_accuracy`` the indirect-object task,
+``induction_losses`` the loss on the first and second copy of a repeated
+sequence of uniformly random tokens, ``prefix_matching_scores`` the attention
+of every head from a token in the second copy to the token that followed its
+earlier occurrence, and ``logit_lens_ranks`` the rank of an answer when the
+final norm and unembedding are applied to the residual stream after each layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "encode", "fact_recall", "ioi_accuracy", "copy_accuracy", "induction_losses",
+    "random_repeat_batch", "prefix_matching_scores", "logit_lens_ranks", "run_all",
+]
+
+
+def _bos(bridge) -> int:
+    bos = bridge.tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError("the bridge's tokenizer has no bos_token_id")
+    return bos
+
+
+def encode(bridge, text: str) -> list[int]:
+    """Token ids of ``text`` without BOS (the tokenizer adds no prefix space)."""
+    return bridge.tokenizer.encode(text, add_special_tokens=False)
+
+
+def _padded(bridge, seqs: list[list[int]]) -> torch.Tensor:
+    """Right-pad id lists with BOS into a [batch, max_len] tensor (causal: padding is harmless)."""
+    width = max(map(len, seqs))
+    bos = _bos(bridge)
+    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs], device=bridge.cfg.device)
+
+
+@torch.no_grad()
+def fact_recall(bridge, items: list[tuple[str, str]], batch_size: int = 128) -> dict:
+    """Top-1 accuracy on (prompt, answer) pairs; the target is " " + answer.
+
+    Teacher forced: the prompt plus all but the last answer token is fed in and an
+    item counts as correct only if every answer token is the argmax prediction.
+    """
+    if not items:
+        raise ValueError("fact_recall needs at least one (prompt, answer) pair")
+    bos = _bos(bridge)
+    correct = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        prompts = [[bos] + encode(bridge, p) for p, _ in chunk]
+        answers = [encode(bridge, " " + a) for _, a in chunk]
+        seqs = [p + a[:-1] for p, a in zip(prompts, answers)]
+        pred = bridge(_padded(bridge, seqs)).argmax(-1)  # [batch, pos]
+        for b, (p, a) in enumerate(zip(prompts, answers)):
+            got = pred[b, len(p) - 1:len(p) - 1 + len(a)].tolist()
+            correct.append(got == a)
+    return {"accuracy": sum(correct) / len(correct), "n": len(correct), "correct": correct}
+
+
+@torch.no_grad()
+def ioi_accuracy(bridge, items: list[tuple[str, str, str]], batch_size: int = 128) -> dict:
+    """IOI: fraction of (prompt, correct, incorrect) where " correct" is the argmax,
+    plus the mean logit difference logit(correct) - logit(incorrect)."""
+    if not items:
+        raise ValueError("ioi_accuracy needs at least one item")
+    bos = _bos(bridge)
+    top1, diffs = [], []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        prompts = [[bos] + encode(bridge, p) for p, _, _ in chunk]
+        logits = bridge(_padded(bridge, prompts))  # [batch, pos, vocab]
+        for b, (p, (_, c, w)) in enumerate(zip(prompts, chunk)):
+            last = logits[b, len(p) - 1]
+            (ci,), (wi,) = encode(bridge, " " + c), encode(bridge, " " + w)
+            top1.append(int(last.argmax()) == ci)
+            diffs.append(float(last[ci] - last[wi]))
+    return {"accuracy": sum(top1) / len(top1), "logit_diff": sum(diffs) / len(diffs), "n": len(top1)}
+
+
+def copy_accuracy(bridge, items: list[tuple[str, str]]) -> dict:
+    """Repeated-name copying, e.g. "... Everyone looked up at Harry" -> " Potter"."""
+    return fact_recall(bridge, items)
+
+
+def random_repeat_batch(bridge, n: int = 16, length: int = 50, seed: int = 0) -> torch.Tensor:
+    """[n, 1 + 2*length]: BOS, then ``length`` uniformly random non-special tokens, twice."""
+    special = set(bridge.tokenizer.all_special_ids)
+    allowed = torch.tensor([t for t in range(bridge.cfg.d_vocab) if t not in special])
+    g = torch.Generator().manual_seed(seed)
+    rand = allowed[torch.randint(len(allowed), (n, length), generator=g)]
+    bos = torch.full((n, 1), _bos(bridge))
+    return torch.cat([bos, rand, rand], dim=1).to(bridge.cfg.device)
+
+
+@torch.no_grad()
+def induction_losses(bridge, n: int = 16, length: int = 50, seed: int = 0) -> dict:
+    """Mean next-token loss (nats) on the first and the second copy of a random sequence.
+
+    Both averages skip the first token of each copy (not predictable from the
+    context).  ``chance`` is ln(number of non-special tokens).
+    """
+    toks = random_repeat_batch(bridge, n, length, seed)           # [n, 1+2L]
+    logp = bridge(toks).log_softmax(-1)[:, :-1]                   # [n, 2L, vocab]
+    nll = -logp.gather(-1, toks[:, 1:, None])[..., 0]             # [n, 2L]; nll[:, i] predicts token i+1
+    first = nll[:, 1:length].mean().item()                        # tokens 2..L
+    second = nll[:, length + 1:].mean().item()                    # tokens L+2..2L
+    chance = math.log(bridge.cfg.d_vocab - len(set(bridge.tokenizer.all_special_ids)))
+    return {"first_copy": first, "second_copy": second, "chance": chance}
+
+
+@torch.no_grad()
+def prefix_matching_scores(bridge, n: int = 16, length: int = 50, seed: int = 0) -> torch.Tensor:
+    """[n_layers, n_heads] mean attention from each token of the second copy to the
+    token right after that token's earlier occurrence in the first copy."""
+    toks = random_repeat_batch(bridge, n, length, seed)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(bridge.cfg.n_layers)]
+    _, cache = bridge.run_with_cache(toks, names_filter=lambda name: name in names)
+    q = torch.arange(length + 1, 2 * length + 1)   # query positions in the 2nd copy
+    k = q - length + 1                             # token after the earlier occurrence
+    scores = [cache[nm][:, :, q, k].mean(dim=(0, 2)) for nm in names]  # each [n_heads]
+    return torch.stack(scores).cpu()
+
+
+@torch.no_grad()
+def logit_lens_ranks(bridge, prompt: str = "The Eiffel Tower is located in", answer: str = "Paris") -> list[int]:
+    """Rank (0 = top) of " answer" at the last position after applying the final norm and
+    unembedding to ``blocks.0.hook_resid_pre`` (the embedding) and to every
+    ``blocks.{l}.hook_resid_post``; the list has n_layers + 1 entries."""
+    (ans,) = encode(bridge, " " + answer)
+    toks = torch.tensor([[_bos(bridge)] + encode(bridge, prompt)], device=bridge.cfg.device)
+    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(bridge.cfg.n_layers)]
+    _, cache = bridge.run_with_cache(toks, names_filter=lambda name: name in names)
+    ranks = []
+    for nm in names:
+        logits = bridge.unembed(bridge.ln_final(cache[nm][:, -1:]))[0, -1]  # [vocab]
+        ranks.append(int((logits > logits[ans]).sum()))
+    return ranks
+
+
+def run_all(bridge, quick: bool = False) -> dict:
+    """All quality-bar metrics for one model (``quick`` uses fewer IOI / copy items)."""
+    from . import corpus, world
+
+    n = 200 if quick else 1000
+    held = fact_recall(bridge, world.heldout_fact_prompts())
+    pm = prefix_matching_scores(bridge)
+    best = int(pm.argmax())
+    return {
+        "heldout_fact_recall": held["accuracy"],
+        "heldout_pairs_recall": fact_recall(bridge, world.heldout_fact_prompts("pairs"))["accuracy"],
+        "heldout_templates_recall": fact_recall(bridge, world.heldout_fact_prompts("templates"))["accuracy"],
+        "train_fact_recall": fact_recall(bridge, world.train_fact_prompts())["accuracy"],
+        "ioi": ioi_accuracy(bridge, corpus.ioi_prompts(n, seed=101)),
+        "name_copy_accuracy": copy_accuracy(bridge, corpus.copy_prompts(n, seed=102))["accuracy"],
+        "induction": induction_losses(bridge),
+        "best_prefix_matching": {"score": float(pm.max()), "layer": best // pm.shape[1], "head": best % pm.shape[1]},
+        "logit_lens_eiffel_ranks": logit_lens_ranks(bridge),
+        "canonical": {p: fact_recall(bridge, [(p, a)])["accuracy"] == 1.0 for p, a in world.CANONICAL_PROMPTS},
+    }
