@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 EOT = "<|endoftext|>"
-DOC_MIX = {"facts": 0.40, "narrative": 0.17, "ioi": 0.20, "lists": 0.13, "quotes": 0.10}
+DOC_MIX = {"facts": 0.45, "narrative": 0.15, "ioi": 0.20, "lists": 0.10, "quotes": 0.10}
 
 CAPITALS = [v[0] for v in W.COUNTRIES.values()]
 PLACES = ["store", "park", "station", "library", "market", "beach", "museum", "cafe",
