@@ -1,0 +1,373 @@
+"""The residual stream as the object (Chapter 1).
+
+Tools for taking a forward pass apart into the writes that built it: the
+stream states at every depth, the split of the final stream into embedding,
+positional embedding, every attention head, every attention-output bias and
+every MLP, hooks that silence whole blocks, term and parameter counts, the
+decomposition explorer (static plotly and live ipywidgets), and the checkers
+for the chapter's exercises.
+"""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+
+from .exercises import CheckFailed, check_function, compare, passed
+
+__all__ = [
+    "stream_states",
+    "decompose_stream",
+    "zero_block_hooks",
+    "count_additive_terms",
+    "writing_params",
+    "decomposition_explorer",
+    "decomposition_widget",
+    "sublayer_sources",
+    "check_count_additive_terms",
+    "check_block_delta",
+    "check_head_write",
+]
+
+
+def _require_cache_key(cache, key: str) -> None:
+    if key not in cache:
+        raise ValueError(f"The cache has no {key!r}; run the model with run_with_cache on the same input first.")
+
+
+def _n_layers(model) -> int:
+    return int(model.cfg.n_layers)
+
+
+def stream_states(cache, n_layers: int):
+    """Every state of the stream, shape [2L+1, batch, pos, d_model], and labels.
+
+    Rows: h_0 (embedding + position), then after attention and after the MLP of
+    each block, in the order the model computes them.
+    """
+    import torch
+
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}.")
+    keys, labels = ["blocks.0.hook_resid_pre"], ["h0 (embed)"]
+    for layer in range(n_layers):
+        keys += [f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_resid_post"]
+        labels += [f"after attn {layer + 1}", f"after MLP {layer + 1}"]
+    for key in keys:
+        _require_cache_key(cache, key)
+    return torch.stack([cache[k] for k in keys]), labels
+
+
+def decompose_stream(model, cache, layer: int | None = None):
+    """Split the stream into the writes that made it: shape [n_parts, batch, pos, d].
+
+    ``layer=None`` decomposes the final stream (after the last block); ``layer=l``
+    decomposes the stream entering block ``l`` (so ``layer=0`` is just the two
+    embeddings). Parts: token embedding, positional embedding, then per block
+    every head's write ``z_h W_O^h``, the attention output bias ``b_O`` and the
+    MLP's write. Returns ``(parts, labels)``; the parts sum to the stream.
+    """
+    import torch
+
+    n_layers = _n_layers(model)
+    if layer is None:
+        layer = n_layers
+    if not isinstance(layer, int) or not 0 <= layer <= n_layers:
+        raise ValueError(f"layer must be an int in 0..{n_layers} (or None for the final stream), got {layer!r}.")
+    _require_cache_key(cache, "hook_embed")
+    parts, labels = [cache["hook_embed"]], ["embed"]
+    if "hook_pos_embed" in cache:
+        parts.append(cache["hook_pos_embed"])
+        labels.append("pos_embed")
+    for l in range(layer):
+        _require_cache_key(cache, f"blocks.{l}.attn.hook_z")
+        z = cache[f"blocks.{l}.attn.hook_z"]  # [batch, pos, head, d_head]
+        heads = torch.einsum("bphd,hde->hbpe", z, model.W_O[l])  # [head, batch, pos, d]
+        parts.extend(heads)
+        labels.extend(f"L{l + 1}H{h}" for h in range(heads.shape[0]))
+        b_O = model.b_O[l]
+        parts.append(b_O.expand_as(parts[0]))
+        labels.append(f"L{l + 1} attn bias")
+        if f"blocks.{l}.hook_mlp_out" in cache:
+            parts.append(cache[f"blocks.{l}.hook_mlp_out"])
+            labels.append(f"L{l + 1} MLP")
+    return torch.stack(parts), labels
+
+
+def zero_block_hooks(layers: Sequence[int], n_layers: int) -> list:
+    """Forward hooks that replace the writes of the given blocks by zeros.
+
+    With these hooks, block ``l`` becomes the identity map on the stream:
+    h_l = h_{l-1}. Pass them to ``model.run_with_hooks(tokens, fwd_hooks=...)``.
+    """
+    layers = list(layers)
+    bad = [l for l in layers if not isinstance(l, int) or not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"Block indices must be ints in 0..{n_layers - 1}; got {bad}.")
+
+    def zero(activation, hook):
+        return activation * 0.0
+
+    hooks = []
+    for l in layers:
+        hooks.append((f"blocks.{l}.hook_attn_out", zero))
+        hooks.append((f"blocks.{l}.hook_mlp_out", zero))
+    return hooks
+
+
+def count_additive_terms(n_layers: int, n_heads: int, separate_biases: bool = False, attn_only: bool = False) -> int:
+    """Number of vectors that add up to the final stream at one position.
+
+    Counted: the token embedding, the positional embedding, one write per head per
+    layer, and one MLP write per layer (none if ``attn_only``). With
+    ``separate_biases`` the attention output bias of each layer, which belongs to
+    no single head, counts as a term of its own. Not counted: LayerNorm (it
+    rescales what a sub-layer reads, it writes nothing) and the unembedding.
+    """
+    for name, value in (("n_layers", n_layers), ("n_heads", n_heads)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    per_layer = n_heads + (0 if attn_only else 1) + (1 if separate_biases else 0)
+    return 2 + n_layers * per_layer
+
+
+def writing_params(d_model: int, n_heads: int, d_head: int, d_mlp: int) -> dict:
+    """Parameters per block whose output lands in the stream: W_O and W_out."""
+    for name, value in (("d_model", d_model), ("n_heads", n_heads), ("d_head", d_head), ("d_mlp", d_mlp)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    w_o = n_heads * d_head * d_model
+    w_out = d_mlp * d_model
+    return {"W_O": w_o, "W_out": w_out, "total": w_o + w_out, "mlp_to_stream_ratio": d_mlp / d_model}
+
+
+# ---------------------------------------------------------------- explorer
+
+_EXPLORER_JS = """
+(function() {
+  var gd = document.getElementById('{plot_id}');
+  var data = %s;
+  var state = {row: data.start[0], col: data.start[1], mode: 'raw'};
+  var baseAnnotations = (gd.layout.annotations || []).slice();
+  function rawVector(row, col) {
+    var v = data.dims.map(function() { return 0; });
+    for (var k = 0; k < row + 2; k++) {
+      for (var i = 0; i < v.length; i++) { v[i] += data.sources[k][col][i]; }
+    }
+    return v;
+  }
+  function draw() {
+    var title = data.rows[state.row] + ', position ' + state.col + ' (' + data.cols[state.col] + ')';
+    var traces = [];
+    if (state.mode === 'raw') {
+      var vec = rawVector(state.row, state.col);
+      traces.push({type: 'bar', x: data.dims, y: vec, name: 'stream', xaxis: 'x2', yaxis: 'y2',
+                   marker: {color: vec.map(function(v) { return v >= 0 ? '#0072B2' : '#D55E00'; })},
+                   hovertemplate: 'dim %%{x}: %%{y:.3f}<extra></extra>'});
+    } else {
+      for (var k = 0; k < state.row + 2; k++) {
+        traces.push({type: 'bar', x: data.dims, y: data.sources[k][state.col], name: data.labels[k],
+                     xaxis: 'x2', yaxis: 'y2', marker: {color: data.colors[k]},
+                     hovertemplate: data.labels[k] + ', dim %%{x}: %%{y:.3f}<extra></extra>'});
+      }
+    }
+    Plotly.react(gd, [gd.data[0]].concat(traces), Object.assign({}, gd.layout, {
+      barmode: 'relative',
+      annotations: baseAnnotations.concat([{text: title + (state.mode === 'raw' ? ': raw vector' : ': split by source'),
+                     xref: 'paper', yref: 'paper', x: 0.0, y: data.barTitleY, xanchor: 'left', yanchor: 'bottom',
+                     showarrow: false, font: {size: 13}}])
+    }));
+  }
+  gd.on('plotly_click', function(ev) {
+    var pt = ev.points[0];
+    if (pt.data.type !== 'heatmap') return;
+    state.row = pt.pointIndex[0]; state.col = pt.pointIndex[1]; draw();
+  });
+  gd.on('plotly_buttonclicked', function(ev) {
+    state.mode = ev.button.label.indexOf('raw') === 0 ? 'raw' : 'split'; draw();
+  });
+  draw();
+})();
+"""
+
+
+def _state_labels(source_labels):
+    return ["h0 = embed + pos"] + [f"after {lab}" for lab in source_labels[2:]]
+
+
+def decomposition_explorer(sources, source_labels, token_labels, start=None):
+    """Static explorer: a grid of stream states; click a cell to see its vector.
+
+    ``sources``: [n_sources, pos, d] — the writes in the order the model makes
+    them: token embedding, positional embedding, then one entry per sub-layer
+    (attention 1, MLP 1, attention 2, …). Row ``r`` of the grid is the stream
+    after the first ``r + 2`` sources, so the first row is h_0 and the last the
+    final stream. Returns ``(figure, post_script)`` for :func:`helpers.show`:
+    clicking a heatmap cell selects a state; the buttons switch the bar chart
+    between the raw vector and the sources that sum to it. Needs no kernel.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .plotting import PALETTE
+
+    sources = np.asarray(sources, dtype=float)
+    if sources.ndim != 3 or sources.shape[0] < 2:
+        raise ValueError(f"sources must be [n_sources >= 2, pos, d_model], got shape {sources.shape}.")
+    n_src, n_pos, d = sources.shape
+    if len(source_labels) != n_src or len(token_labels) != n_pos:
+        raise ValueError(f"Need {n_src} source labels and {n_pos} token labels; got "
+                         f"{len(source_labels)} and {len(token_labels)}.")
+    states = np.cumsum(sources, axis=0)[1:]  # row r = sum of the first r + 2 sources
+    rows = _state_labels(list(source_labels))
+    start = start or (len(rows) - 1, n_pos - 1)
+    norms = np.linalg.norm(states, axis=-1)
+    cols = [f"{i}:{t}" for i, t in enumerate(token_labels)]
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.42, 0.58], vertical_spacing=0.2,
+                        subplot_titles=("Length of each stream state (rows) at each position (columns): click a cell", ""))
+    fig.add_trace(go.Heatmap(z=np.round(norms, 3), x=cols, y=rows, colorscale="Blues", showscale=False,
+                             hovertemplate="%{y}, %{x}<br>norm %{z:.2f}<extra></extra>"), row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_xaxes(tickangle=-40, row=1, col=1)
+    fig.update_xaxes(title_text="stream dimension", row=2, col=1)
+    fig.update_yaxes(title_text="value", row=2, col=1)
+    fig.update_layout(
+        height=820, showlegend=True, legend={"orientation": "h", "y": -0.1},
+        title={"text": "Every state of the stream is the sum of the writes before it", "y": 0.99},
+        updatemenus=[{"type": "buttons", "direction": "right", "x": 0.0, "y": 0.505, "xanchor": "left",
+                      "yanchor": "bottom", "buttons": [{"label": "raw vector", "method": "skip", "args": []},
+                                                       {"label": "split by source", "method": "skip", "args": []}]}],
+        margin={"t": 90, "l": 140},
+    )
+    payload = {
+        "rows": rows, "cols": [str(t) for t in token_labels], "dims": list(range(d)),
+        "sources": np.round(sources, 3).tolist(), "labels": list(source_labels),
+        "colors": [PALETTE[i % len(PALETTE)] for i in range(n_src)], "start": list(start),
+        "barTitleY": 0.466,
+    }
+    return fig, _EXPLORER_JS % json.dumps(payload, separators=(",", ":"))
+
+
+def decomposition_widget(sources, source_labels, token_labels):
+    """The same explorer as live ipywidgets (needs a kernel: Colab, Jupyter)."""
+    import ipywidgets as widgets
+    import plotly.graph_objects as go
+
+    sources = np.asarray(sources, dtype=float)
+    rows = _state_labels(list(source_labels))
+    row = widgets.Dropdown(options=[(s, i) for i, s in enumerate(rows)], value=len(rows) - 1, description="state")
+    pos = widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(token_labels)],
+                           value=len(token_labels) - 1, description="position")
+    mode = widgets.ToggleButtons(options=["raw", "split by source"], description="view")
+    fig = go.FigureWidget()
+    fig.update_layout(height=420, barmode="relative", xaxis_title="stream dimension", yaxis_title="value")
+
+    def redraw(*_):
+        r, p = row.value, pos.value
+        with fig.batch_update():
+            fig.data = []
+            if mode.value == "raw":
+                fig.add_bar(y=sources[: r + 2, p].sum(0), name="stream")
+            else:
+                for k in range(r + 2):
+                    fig.add_bar(y=sources[k, p], name=source_labels[k])
+            fig.layout.title = f"{rows[r]}, position {p} ({token_labels[p]})"
+
+    for w in (row, pos, mode):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([row, pos]), mode, fig])
+
+
+def sublayer_sources(cache, n_layers: int):
+    """The writes in model order for one example: [2 + 2L, pos, d] and labels."""
+    import torch
+
+    keys, labels = ["hook_embed", "hook_pos_embed"], ["embed", "pos"]
+    for l in range(n_layers):
+        keys += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
+        labels += [f"attn {l + 1}", f"MLP {l + 1}"]
+    for key in keys:
+        _require_cache_key(cache, key)
+    return torch.stack([cache[k][0] for k in keys]), labels
+
+
+# ---------------------------------------------------------------- exercises
+
+def _ref_count(n_layers: int, n_heads: int) -> int:
+    return count_additive_terms(n_layers, n_heads)
+
+
+def check_count_additive_terms(fn) -> bool:
+    """Exercise: terms in the final stream (embed, pos, every head, every MLP)."""
+    cases = [((1, 1), {}), ((2, 4), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})]
+    L, H = 4, 3  # a size where the usual mistakes give different numbers
+    try:
+        got = fn(L, H)
+    except Exception:  # NotImplementedError and the reader's bugs are reported below
+        got = None
+    if got is not None:
+        if got == 2 + L * H:
+            raise CheckFailed(f"count_terms({L}, {H}) = {got}: you counted the embeddings and the heads "
+                              "but not the MLPs. Every block also adds one MLP write.")
+        if got == L * (H + 1):
+            raise CheckFailed(f"count_terms({L}, {H}) = {got}: the token and positional embeddings are "
+                              "terms of the sum too (they are h_0).")
+        if got == 2 + L * (H + 2):
+            raise CheckFailed(f"count_terms({L}, {H}) = {got}: you counted each layer's attention bias as a "
+                              "term of its own. This exercise folds it into its layer, as the formula does.")
+        if got == (H + 2) ** L:
+            raise CheckFailed(f"count_terms({L}, {H}) = {got}: that counts paths through the network, "
+                              "not the terms added into the final stream (Chapter 2 counts paths).")
+    return check_function(fn, _ref_count, cases, "count_terms",
+                          hint="2 embeddings + n_layers × (n_heads + 1 MLP).")
+
+
+def _ref_block_delta(cache, layer: int):
+    return cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"]
+
+
+def check_block_delta(fn, cache, n_layers: int) -> bool:
+    """Exercise: Δ_ℓ, what block ℓ added to the stream."""
+    cases = [((cache, l), {}) for l in range(n_layers)]
+    try:
+        got = fn(cache, 0)
+    except NotImplementedError:
+        return check_function(fn, _ref_block_delta, cases, "block_delta")
+    except Exception as exc:
+        raise CheckFailed(f"block_delta: your function raised {type(exc).__name__}: {exc}") from exc
+    if got is not None and hasattr(got, "shape"):
+        post = cache["blocks.0.hook_resid_post"]
+        if tuple(got.shape) == tuple(post.shape) and bool((got - post).abs().max() < 1e-6):
+            raise CheckFailed("block_delta(cache, 0) returned the stream after block 0, not the change. "
+                              "Subtract the stream that entered the block.")
+    return check_function(fn, _ref_block_delta, cases, "block_delta",
+                          hint="Δ_ℓ = blocks.ℓ.hook_resid_post − blocks.ℓ.hook_resid_pre.")
+
+
+def _ref_head_write(model, cache, layer: int, head: int):
+    import torch
+
+    z = cache[f"blocks.{layer}.attn.hook_z"][:, :, head]  # [batch, pos, d_head]
+    return torch.einsum("bpk,kd->bpd", z, model.W_O[layer, head])
+
+
+def check_head_write(fn, model, cache) -> bool:
+    """Exercise: one head's write into the stream, z_h W_O^h."""
+    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    cases = [((model, cache, l, h), {}) for l in range(L) for h in {0, H - 1}]
+    try:
+        got = fn(model, cache, 0, 0)
+    except NotImplementedError:
+        return check_function(fn, _ref_head_write, cases, "head_write")
+    except Exception as exc:
+        raise CheckFailed(f"head_write: your function raised {type(exc).__name__}: {exc}") from exc
+    want = _ref_head_write(model, cache, 0, 0)
+    if got is not None and hasattr(got, "shape") and tuple(got.shape) == tuple(want.shape):
+        with_bias = want + model.b_O[0]
+        if bool((got - with_bias).abs().max() < 1e-5) and bool(model.b_O[0].abs().max() > 1e-6):
+            raise CheckFailed("head_write: you added the attention bias b_O. It belongs to the layer, "
+                              "not to any one head, so it is a separate term.")
+    return check_function(fn, _ref_head_write, cases, "head_write", atol=1e-4,
+                          hint="Take the head's slice of blocks.ℓ.attn.hook_z and multiply by W_O[ℓ, h].")

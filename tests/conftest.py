@@ -1,0 +1,55 @@
+"""Shared test set-up: no model hub, deterministic hashing, repository paths."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+
+import pytest
+
+
+def make_tokenizer(path: Path, vocab_size: int = 400):
+    """A small byte-level BPE tokenizer trained on a few sentences (no downloads)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = ["The Eiffel Tower is located in Paris.", "The capital of France is Paris.",
+            "When Mary and John went to the store, John gave a drink to Mary."] * 20
+    tok.train_from_iterator(text, trainer)
+    hf = GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                           unk_token="<|endoftext|>")
+    hf.save_pretrained(path)
+    return hf
+
+
+def make_gpt2_checkpoint(path: Path, **config) -> Path:
+    """A randomly initialised GPT-2 checkpoint on disk, loadable by helpers.load_model."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = make_tokenizer(path)
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=config.pop("vocab_size", len(tok)), bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id, **config)
+    GPT2LMHeadModel(cfg).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    return make_gpt2_checkpoint(tmp_path_factory.mktemp("tiny_gpt2"), n_layer=2, n_embd=32, n_head=4, n_positions=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_gpt2_dir):
+    import helpers
+
+    return helpers.load_model(str(tiny_gpt2_dir), device="cpu")

@@ -1,0 +1,76 @@
+"""helpers.load_model: bundled models, hub names offline, local checkpoints, bad names."""
+import time
+
+import pytest
+import torch
+
+import helpers
+from helpers import stream, zoo
+
+from conftest import make_gpt2_checkpoint
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError) as err:
+        helpers.load_model("gpt-5")
+    msg = str(err.value)
+    assert "Unknown model 'gpt-5'" in msg
+    for name in zoo.BUNDLED_MODELS:
+        assert name in msg
+    assert "'gpt2'" in msg
+
+
+def test_wrong_type_is_explained():
+    with pytest.raises(TypeError, match="model name"):
+        helpers.load_model(3)
+
+
+def test_hub_name_offline_fails_fast_and_names_alternatives(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(helpers.ModelUnavailableError) as err:
+        helpers.load_model("gpt2")
+    assert time.monotonic() - start < 10
+    for name in zoo.BUNDLED_MODELS:
+        assert name in str(err.value)
+
+
+def test_hub_name_without_offline_flag_still_fails_within_ten_seconds(monkeypatch):
+    # This machine has no route to the hub; the loader must not hang or retry.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    if helpers.hub_reachable(timeout=2):
+        pytest.skip("the hub is reachable from this machine")
+    start = time.monotonic()
+    with pytest.raises(helpers.ModelUnavailableError):
+        helpers.load_model("gpt2")
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("name", sorted(zoo.BUNDLED_MODELS))
+def test_bundled_models_load(name):
+    model = helpers.load_model(name, device="cpu")
+    assert not model.training
+    logits = model(model.to_tokens("The capital of France is"))
+    assert logits.shape[-1] == model.cfg.d_vocab
+    assert torch.isfinite(logits).all()
+
+
+def test_raw_mode_keeps_tied_embeddings():
+    model = helpers.load_model("rs-gpt2-4l", device="cpu", compatibility=False)
+    assert torch.allclose(model.W_U, model.W_E.T)
+
+
+def test_gpt2_small_shaped_checkpoint_through_the_reader_path(tmp_path):
+    """The real 124M GPT-2 configuration, randomly initialised, through the same loader
+    and the chapter-1 decomposition check: the code path Colab readers take with "gpt2"."""
+    path = make_gpt2_checkpoint(tmp_path, vocab_size=50257)  # GPT2Config() defaults: 12 x 12, d = 768
+    model = helpers.load_model(str(path), device="cpu")
+    assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model, model.cfg.d_mlp) == (12, 12, 768, 3072)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 120e6 < n_params < 170e6
+    with torch.no_grad():
+        _, cache = model.run_with_cache("The Eiffel Tower is located in")
+    parts, labels = stream.decompose_stream(model, cache)
+    assert len(labels) == stream.count_additive_terms(12, 12, separate_biases=True) == 2 + 12 * 14
+    assert (parts.sum(0) - cache["blocks.11.hook_resid_post"]).abs().max() < 1e-3

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from helpers import stream
+from helpers.exercises import CheckFailed
+
+PROMPT = "The Eiffel Tower is located in"
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model):
+    with torch.no_grad():
+        _, cache = tiny_model.run_with_cache(PROMPT)
+    return tiny_model, cache
+
+
+def test_decomposition_sums_to_final_stream_and_matches_transformerlens(run):
+    model, cache = run
+    L = model.cfg.n_layers
+    parts, labels = stream.decompose_stream(model, cache)
+    final = cache[f"blocks.{L - 1}.hook_resid_post"]
+    assert (parts.sum(0) - final).abs().max() < 1e-5
+    assert len(labels) == stream.count_additive_terms(L, model.cfg.n_heads, separate_biases=True)
+    tl_heads, _ = cache.stack_head_results(return_labels=True)
+    ours = torch.stack([p for p, lab in zip(parts, labels) if "H" in lab and "attn" not in lab])
+    assert (ours - tl_heads).abs().max() < 1e-5
+    # partial decomposition: the stream entering block 1 is embed + pos
+    parts0, labels0 = stream.decompose_stream(model, cache, layer=0)
+    assert labels0 == ["embed", "pos_embed"]
+    assert (parts0.sum(0) - cache["blocks.0.hook_resid_pre"]).abs().max() < 1e-6
+
+
+def test_decompose_stream_validates_layer(run):
+    model, cache = run
+    with pytest.raises(ValueError, match="layer must be an int in 0..2"):
+        stream.decompose_stream(model, cache, layer=7)
+
+
+def test_zero_block_hooks_make_a_block_the_identity(run):
+    model, cache = run
+    with torch.no_grad(), model.hooks(fwd_hooks=stream.zero_block_hooks([1], 2)):
+        _, c = model.run_with_cache(PROMPT)
+    assert torch.equal(c["blocks.1.hook_resid_post"], c["blocks.1.hook_resid_pre"])
+    assert not torch.equal(c["blocks.0.hook_resid_post"], c["blocks.0.hook_resid_pre"])
+    with pytest.raises(ValueError, match="Block indices"):
+        stream.zero_block_hooks([5], 2)
+
+
+def test_counts():
+    assert stream.count_additive_terms(32, 32) == 1058
+    assert stream.count_additive_terms(24, 16) == 410
+    assert stream.count_additive_terms(24, 16, separate_biases=True) == 434
+    assert stream.count_additive_terms(2, 8, attn_only=True) == 18
+    with pytest.raises(ValueError, match="n_heads must be a positive int"):
+        stream.count_additive_terms(2, 0)
+    p = stream.writing_params(768, 12, 64, 3072)
+    assert p["total"] == 5 * 768**2 and p["mlp_to_stream_ratio"] == 4
+
+
+def test_explorer_builds_and_validates(run):
+    model, cache = run
+    sources, labels = stream.sublayer_sources(cache, model.cfg.n_layers)
+    toks = model.to_str_tokens(PROMPT)
+    fig, script = stream.decomposition_explorer(sources.numpy(), labels, toks)
+    assert "plotly_click" in script and "{plot_id}" in script
+    assert len(fig.data[0].y) == 2 * model.cfg.n_layers + 1
+    with pytest.raises(ValueError, match="token labels"):
+        stream.decomposition_explorer(sources.numpy(), labels, toks[:-1])
+    widget = stream.decomposition_widget(sources.numpy(), labels, toks)
+    assert widget.children
+
+
+def test_checker_count_terms():
+    assert stream.check_count_additive_terms(lambda L, H: 2 + L * (H + 1))
+    with pytest.raises(CheckFailed, match="not the MLPs"):
+        stream.check_count_additive_terms(lambda L, H: 2 + L * H)
+    with pytest.raises(CheckFailed, match="embeddings"):
+        stream.check_count_additive_terms(lambda L, H: L * (H + 1))
+    with pytest.raises(CheckFailed, match="paths"):
+        stream.check_count_additive_terms(lambda L, H: (H + 2) ** L)
+
+
+def test_checker_block_delta(run):
+    model, cache = run
+    good = lambda c, l: c[f"blocks.{l}.hook_resid_post"] - c[f"blocks.{l}.hook_resid_pre"]
+    assert stream.check_block_delta(good, cache, 2)
+    with pytest.raises(CheckFailed, match="not the change"):
+        stream.check_block_delta(lambda c, l: c[f"blocks.{l}.hook_resid_post"], cache, 2)
+    with pytest.raises(CheckFailed, match="differ"):
+        stream.check_block_delta(lambda c, l: c[f"blocks.{l}.hook_resid_mid"] - c[f"blocks.{l}.hook_resid_pre"], cache, 2)
+
+
+def test_checker_head_write(run):
+    model, cache = run
+    ref = stream._ref_head_write
+    assert stream.check_head_write(ref, model, cache)
+    with pytest.raises(CheckFailed):
+        stream.check_head_write(lambda m, c, l, h: ref(m, c, l, (h + 1) % m.cfg.n_heads), model, cache)
+    assert stream.check_head_write(lambda m, c, l, h: (_ for _ in ()).throw(NotImplementedError()), model, cache) is False
