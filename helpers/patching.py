@@ -202,6 +202,7 @@ def _score(metric, logits: torch.Tensor, n_rows: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _batched(model, clean, corrupted, metric, runs: list[Run], positions, runs_per_pass: int) -> torch.Tensor:
+    """[n_runs, batch] metric values, one row per patched run."""
     b = clean.shape[0]
     cache = _clean_cache(model, clean, {h for h, _, _ in runs})
     scores = []
@@ -220,7 +221,7 @@ def _batched(model, clean, corrupted, metric, runs: list[Run], positions, runs_p
 
         tokens = corrupted.repeat(len(chunk), 1)  # run-major: rows i*b..(i+1)*b are run i
         logits = model.run_with_hooks(tokens, fwd_hooks=[(h, make_hook(it)) for h, it in by_hook.items()])
-        scores.append(_score(metric, logits, len(chunk) * b).view(len(chunk), b).mean(1))
+        scores.append(_score(metric, logits, len(chunk) * b).view(len(chunk), b))
     return torch.cat(scores)
 
 
@@ -234,11 +235,23 @@ def _naive(model, clean, corrupted, metric, runs: list[Run], positions) -> torch
             _write(act, slice(0, b), cache[name], col, head, positions)
             return act
         logits = model.run_with_hooks(corrupted, fwd_hooks=[(name, hook)])
-        scores.append(_score(metric, logits, b).mean())
+        scores.append(_score(metric, logits, b))
     return torch.stack(scores)
 
 
-def _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions, batch_size, naive):
+def _check_reduce(reduce):
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"reduce must be 'mean' (average over the batch) or 'none' (one value per example), got {reduce!r}.")
+
+
+def _shape(flat: torch.Tensor, shape: tuple, reduce: str) -> torch.Tensor:
+    """flat [n_runs, batch] -> shape (+ [batch] when reduce='none')."""
+    out = flat.mean(1) if reduce == "mean" else flat
+    return out.reshape(shape + (() if reduce == "mean" else (flat.shape[1],))).cpu()
+
+
+def _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions, batch_size, naive, reduce):
+    _check_reduce(reduce)
     if not callable(metric):
         raise TypeError(f"metric must be a function of logits [rows, pos, vocab], got {type(metric).__name__}.")
     clean, corrupted = _check_tokens(model, clean_tokens, corrupted_tokens)
@@ -250,11 +263,11 @@ def _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions,
         flat = _naive(model, clean, corrupted, metric, runs, pos)
     else:
         flat = _batched(model, clean, corrupted, metric, runs, pos, _check_batch_size(batch_size, clean.shape[0]))
-    return flat.cpu() if n_cols is None else flat.view(len(names), n_cols).cpu()
+    return _shape(flat, (len(names),) if n_cols is None else (len(names), n_cols), reduce)
 
 
 def patch_sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions=None,
-                batch_size=None) -> torch.Tensor:
+                batch_size=None, reduce: str = "mean") -> torch.Tensor:
     """Restore the clean activation at each hook (and each position) into the corrupted run.
 
     Args:
@@ -269,31 +282,37 @@ def patch_sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, posit
             positions. Positions index dimension 1 of the activation.
         batch_size: most rows (sequences) per forward pass; default 512. Each pass
             holds ``batch_size // batch`` patched runs.
+        reduce: "mean" (default) averages over the batch; "none" keeps one value
+            per example in a trailing ``batch`` dimension.
 
     Returns:
         ``[len(hook_names), n_pos]`` (or ``[len(hook_names)]`` when positions is
         None): the metric averaged over the batch for every patched run.
     """
-    return _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions, batch_size, naive=False)
+    return _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions, batch_size,
+                  naive=False, reduce=reduce)
 
 
 def patch_naive(model, clean_tokens, corrupted_tokens, metric, hook_names, positions=None,
-                batch_size=None) -> torch.Tensor:
+                batch_size=None, reduce: str = "mean") -> torch.Tensor:
     """Exactly :func:`patch_sweep`, one forward pass per patched run (the reference
     and the benchmark baseline; ``batch_size`` is accepted and ignored)."""
     if batch_size is not None:
         _check_batch_size(batch_size, 1)
-    return _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions, batch_size, naive=True)
+    return _sweep(model, clean_tokens, corrupted_tokens, metric, hook_names, positions, batch_size,
+                  naive=True, reduce=reduce)
 
 
 def patch_heads(model, clean_tokens, corrupted_tokens, metric, layers=None, positions=None,
-                batch_size=None, naive: bool = False) -> torch.Tensor:
+                batch_size=None, naive: bool = False, reduce: str = "mean") -> torch.Tensor:
     """Patch each attention head's output (``blocks.{l}.attn.hook_z``) from clean into corrupted.
 
     Same arguments as :func:`patch_sweep`; ``layers`` picks the layers (default:
     all). Returns ``[len(layers), n_heads]``, or ``[len(layers), n_heads, n_pos]``
-    when positions are given. ``naive=True`` runs one forward pass per head.
+    when positions are given (plus a trailing batch dimension if ``reduce="none"``).
+    ``naive=True`` runs one forward pass per head.
     """
+    _check_reduce(reduce)
     if not callable(metric):
         raise TypeError(f"metric must be a function of logits [rows, pos, vocab], got {type(metric).__name__}.")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -314,4 +333,4 @@ def patch_heads(model, clean_tokens, corrupted_tokens, metric, layers=None, posi
     else:
         flat = _batched(model, clean, corrupted, metric, runs, pos, _check_batch_size(batch_size, clean.shape[0]))
     shape = (len(layers), n_heads) if n_cols is None else (len(layers), n_heads, n_cols)
-    return flat.view(shape).cpu()
+    return _shape(flat, shape, reduce)

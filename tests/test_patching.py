@@ -55,6 +55,20 @@ def test_whole_hook_and_per_example_positions(model, pair):
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
 
 
+def test_reduce_none_keeps_examples(model, pair):
+    clean, corrupted, metric = pair
+    hooks = _hooks(model)
+    per = P.patch_sweep(model, clean, corrupted, metric, hooks, positions=[-1, 3], reduce="none")
+    assert per.shape == (len(hooks), 2, clean.shape[0])
+    torch.testing.assert_close(per.mean(-1), P.patch_sweep(model, clean, corrupted, metric, hooks, positions=[-1, 3]))
+    torch.testing.assert_close(per, P.patch_naive(model, clean, corrupted, metric, hooks, positions=[-1, 3],
+                                                  reduce="none"), atol=1e-4, rtol=1e-4)
+    heads = P.patch_heads(model, clean, corrupted, metric, reduce="none")
+    assert heads.shape == (model.cfg.n_layers, model.cfg.n_heads, clean.shape[0])
+    with pytest.raises(ValueError, match="reduce"):
+        P.patch_sweep(model, clean, corrupted, metric, hooks, reduce="sum")
+
+
 def test_restoring_the_whole_stream_restores_the_clean_metric(model, pair):
     clean, corrupted, metric = pair
     clean_value = metric(model(clean)).mean()
