@@ -6,7 +6,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed.stamp
 BROWSER_STAMP := $(VENV)/.browser.stamp
-PLOTLY_JS := _static/plotly.min.js
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -16,11 +15,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: book test bench lock clean env browser
 
-book: $(STAMP) $(PLOTLY_JS)
+book: $(STAMP)
 	RS_BOOK_BUILD=1 $(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book built: _build/html/index.html"
 
-test: $(STAMP) $(PLOTLY_JS) $(BROWSER_STAMP)
+test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest -v -rs
 
 bench: $(STAMP)
@@ -38,11 +37,6 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
-# plotly.js is served once from the book's own static files, in the version
-# the Python plotly package expects.
-$(PLOTLY_JS): $(STAMP)
-	cp "$$($(BIN)/python -c 'import plotly, os; print(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"))')" $@
-
 # Headless Chromium for the page tests (Debian packages).
 $(BROWSER_STAMP):
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
@@ -53,4 +47,4 @@ lock: $(STAMP)
 	$(BIN)/python -m pip freeze --all --exclude-editable | sed -E 's/\+cpu$$//' | grep -v '^pip==' > constraints.txt
 
 clean:
-	rm -rf _build $(PLOTLY_JS)
+	rm -rf _build

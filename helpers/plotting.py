@@ -32,6 +32,12 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 _BOOK_CONFIG = {"responsive": True, "displaylogo": False}
 
+#: Trace types in the plotly.js bundle the book serves (plotly.js-cartesian-dist-min,
+#: 1.5 MB instead of 4.8 MB for the full library). ``show`` refuses others, so a
+#: figure can never silently fail to draw on the static page.
+BOOK_TRACE_TYPES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "histogram2d",
+                              "histogram2dcontour", "image", "pie", "scatter", "scatterternary", "violin"})
+
 
 def setup_plotting() -> None:
     """Pick the plotly template and renderer for where the code is running."""
@@ -70,6 +76,10 @@ def show(fig, post_script: str | None = None) -> None:
 
     if not isinstance(fig, go.Figure):
         raise TypeError(f"show expects a plotly Figure, got {type(fig).__name__}.")
+    unsupported = sorted({t.type for t in fig.data} - BOOK_TRACE_TYPES)
+    if unsupported:
+        raise ValueError(f"Trace type(s) {unsupported} are not in the book's plotly.js bundle; "
+                         f"use one of {sorted(BOOK_TRACE_TYPES)}.")
     if in_book_build():
         from IPython.display import display
 

@@ -1,6 +1,5 @@
 """The real Jupyter Book build (warnings are errors), then every page in headless Chromium."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -25,16 +24,27 @@ return {before: before, title: title, traces_split: gd.data.length};
 
 @pytest.fixture(scope="module")
 def built_book():
-    static_js = ROOT / "_static" / "plotly.min.js"
-    if not static_js.exists():  # `make` copies it; do the same when pytest is run by hand
-        import plotly
-        shutil.copy(os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js"), static_js)
     env = dict(os.environ, RS_BOOK_BUILD="1", HF_HUB_OFFLINE="1")
     jb = os.path.join(os.path.dirname(sys.executable), "jupyter-book")
     result = subprocess.run([jb, "build", str(ROOT), "-W", "--keep-going"], capture_output=True, text=True,
                             env=env, timeout=3600)
     assert result.returncode == 0, (result.stdout[-6000:] + "\n" + result.stderr[-6000:])
     return HTML
+
+
+def test_served_plotly_js_matches_the_python_package():
+    import plotly.offline
+
+    head = (ROOT / "_static" / "plotly.min.js").read_text(encoding="utf-8")[:300]
+    assert f"v{plotly.offline.get_plotlyjs_version()}" in head, head
+
+
+def test_show_refuses_traces_the_bundle_lacks():
+    import plotly.graph_objects as go
+    import helpers
+
+    with pytest.raises(ValueError, match="not in the book's plotly.js bundle"):
+        helpers.show(go.Figure(go.Scatter3d(x=[1], y=[1], z=[1])))
 
 
 def test_book_builds_with_every_chapter(built_book):
