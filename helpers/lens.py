@@ -1,0 +1,720 @@
+"""Reading the residual stream (Chapter 2).
+
+Ways to read a prediction off the stream and to say who wrote it: the bigram
+floor computed from the weights alone, block-budget runs (keep the first k
+blocks, silence the writes of the rest with hooks), the logit lens after every
+sub-layer, a tuned lens (one affine translator per layer, initialised at the
+identity and trained by KL divergence to the model's final distribution), and
+direct logit attribution of a logit difference to the embeddings, every head,
+every attention bias and every MLP, using the final LayerNorm scale of the
+actual forward pass. It also holds the chapter's figure builders (static
+plotly, no kernel needed), a live ipywidgets explorer, and the exercise
+checkers with their reference solutions. Labels count blocks from 1, as the
+math does (``"after MLP 2"``, ``"L2H3"`` = head 3 of the second block); hook
+names count from 0, as TransformerLens does.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .exercises import CheckFailed, check_function, compare, passed
+
+__all__ = [
+    "final_ln",
+    "unembed",
+    "bigram_floor_logits",
+    "block_budget_hooks",
+    "run_with_block_budget",
+    "stream_states",
+    "logit_lens",
+    "token_rank",
+    "corpus_tokens",
+    "tuned_lens_logits",
+    "TunedLens",
+    "train_tuned_lens",
+    "kl_to_final",
+    "direct_logit_attribution",
+    "count_paths",
+    "top_tokens",
+    "block_budget_figure",
+    "block_budget_widget",
+    "rank_probability_figure",
+    "top_token_heatmap",
+    "kl_figure",
+    "dla_figure",
+    "check_paths_and_terms",
+    "check_logit_lens_at",
+    "check_head_dla",
+    "check_kl_divergence",
+]
+
+
+# ---------------------------------------------------------------- validation
+
+def _n_layers(model) -> int:
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "n_layers"):
+        raise TypeError(f"Expected a TransformerBridge from helpers.load_model, got {type(model).__name__}.")
+    return int(cfg.n_layers)
+
+
+def _require(cache, key: str) -> None:
+    if key not in cache:
+        raise ValueError(f"The cache has no {key!r}; make it with model.run_with_cache(tokens) on the same model.")
+
+
+def _check_tokens(model, tokens):
+    import torch
+
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError("tokens must be an integer tensor of shape [batch, pos]; make it with model.to_tokens(text).")
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must have shape [batch, pos], got {tuple(tokens.shape)}.")
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise ValueError(f"{tokens.shape[1]} positions exceed the model's context of {model.cfg.n_ctx}.")
+    if int(tokens.max()) >= model.cfg.d_vocab or int(tokens.min()) < 0:
+        raise ValueError(f"token ids must lie in 0..{model.cfg.d_vocab - 1}.")
+    return tokens
+
+
+def _token_id(model, token) -> int:
+    if isinstance(token, str):
+        try:
+            return int(model.to_single_token(token))
+        except Exception as exc:  # the tokenizer splits it
+            raise ValueError(f"{token!r} is not a single token of this model's vocabulary.") from exc
+    if isinstance(token, (int, np.integer)) and not isinstance(token, bool) and 0 <= int(token) < model.cfg.d_vocab:
+        return int(token)
+    raise ValueError(f"token must be a string that is one token, or an id in 0..{model.cfg.d_vocab - 1}; got {token!r}.")
+
+
+# ---------------------------------------------------------------- reading the stream
+
+def final_ln(model, x):
+    """Apply the model's final LayerNorm to stream vectors ``x`` of shape [..., d_model].
+
+    Each vector is normalised with its own mean and variance. In compatibility
+    mode ``ln_final`` only centres and rescales (its weight and bias were folded
+    into ``W_U`` and ``b_U``); in raw mode it also applies its weight and bias.
+    """
+    if x.shape[-1] != model.cfg.d_model:
+        raise ValueError(f"the last dimension must be d_model = {model.cfg.d_model}, got {tuple(x.shape)}.")
+    shape = x.shape
+    return model.ln_final(x.reshape(-1, 1, shape[-1])).reshape(shape)
+
+
+def unembed(model, x):
+    """Logits of stream vectors ``x`` [..., d_model]: LN_f(x) W_U + b_U."""
+    return final_ln(model, x) @ model.W_U + model.b_U
+
+
+def bigram_floor_logits(model, tokens):
+    """Logits with every block removed, computed from the weights alone.
+
+    ``LN_f(W_E[t] + W_pos[p]) W_U + b_U`` at every position: what the model
+    predicts when each position sees only its own token and position.
+    Shape [batch, pos, d_vocab].
+    """
+    import torch
+
+    tokens = _check_tokens(model, tokens)
+    with torch.no_grad():
+        h0 = model.W_E[tokens] + model.W_pos[: tokens.shape[1]]
+        return unembed(model, h0)
+
+
+def block_budget_hooks(model, keep: int) -> list:
+    """Hooks that keep the first ``keep`` blocks and zero the writes of the rest.
+
+    Every later block still reads the stream, but what it adds (attention output
+    and MLP output) is replaced by zeros, so the final stream is h_keep.
+    """
+    n = _n_layers(model)
+    if not isinstance(keep, (int, np.integer)) or isinstance(keep, bool) or not 0 <= keep <= n:
+        raise ValueError(f"keep must be an int in 0..{n} (the number of blocks to keep), got {keep!r}.")
+
+    def zero(activation, hook):
+        return activation * 0.0
+
+    hooks = []
+    for layer in range(int(keep), n):
+        hooks += [(f"blocks.{layer}.hook_attn_out", zero), (f"blocks.{layer}.hook_mlp_out", zero)]
+    return hooks
+
+
+def run_with_block_budget(model, tokens, keep: int):
+    """Logits [batch, pos, d_vocab] of the model with only its first ``keep`` blocks writing."""
+    import torch
+
+    tokens = _check_tokens(model, tokens)
+    with torch.no_grad():
+        return model.run_with_hooks(tokens, fwd_hooks=block_budget_hooks(model, keep))
+
+
+def stream_states(cache, n_layers: int, sublayers: bool = True):
+    """The stream at every depth, shape [depth, batch, pos, d_model], with labels.
+
+    With ``sublayers`` (default): h0, then after the attention and after the MLP
+    of every block (2L + 1 states). Without: h0 … hL at block boundaries (L + 1).
+    """
+    import torch
+
+    if not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}.")
+    keys, labels = ["blocks.0.hook_resid_pre"], ["h0 (embed)"]
+    for layer in range(n_layers):
+        if sublayers:
+            keys.append(f"blocks.{layer}.hook_resid_mid")
+            labels.append(f"after attn {layer + 1}")
+        keys.append(f"blocks.{layer}.hook_resid_post")
+        labels.append(f"after MLP {layer + 1}" if sublayers else f"h{layer + 1}")
+    for key in keys:
+        _require(cache, key)
+    return torch.stack([cache[k] for k in keys]), labels
+
+
+def logit_lens(model, cache, sublayers: bool = True):
+    """Logit lens: ``LN_f(h) W_U + b_U`` applied to the stream at every depth.
+
+    Returns (logits [depth, batch, pos, d_vocab], depth labels). The last depth
+    is the model's own output.
+    """
+    import torch
+
+    states, labels = stream_states(cache, _n_layers(model), sublayers)
+    with torch.no_grad():
+        return unembed(model, states), labels
+
+
+def token_rank(logits, token: int):
+    """Rank of ``token`` along the last axis (0 = the top prediction), ties counted in its favour."""
+    import torch
+
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError("logits must be a torch tensor [..., d_vocab].")
+    if not 0 <= int(token) < logits.shape[-1]:
+        raise ValueError(f"token id {token} is outside the vocabulary of size {logits.shape[-1]}.")
+    return (logits > logits[..., int(token), None]).sum(-1)
+
+
+def top_tokens(model, logits, k: int = 8):
+    """The ``k`` most likely next tokens of one logit vector [d_vocab]: (strings, probabilities)."""
+    if logits.ndim != 1:
+        raise ValueError(f"top_tokens expects one logit vector [d_vocab], got shape {tuple(logits.shape)}.")
+    if not isinstance(k, int) or not 1 <= k <= logits.shape[0]:
+        raise ValueError(f"k must be an int in 1..{logits.shape[0]}, got {k!r}.")
+    probs = logits.float().softmax(-1)
+    top = probs.topk(k)
+    return [model.tokenizer.decode([int(i)]) for i in top.indices], [float(p) for p in top.values]
+
+
+# ---------------------------------------------------------------- paths
+
+def count_paths(n_layers: int, n_heads: int, mlp: bool = True) -> int:
+    """Paths from the embedding to the unembedding through L blocks.
+
+    In each block a path either skips it along the residual connection or goes
+    through one of its H heads or its MLP: (H + 2) choices per block when there
+    is an MLP, (H + 1) when not, so (H + 2)^L paths in all (Elhage et al. 2021).
+    """
+    for name, value in (("n_layers", n_layers), ("n_heads", n_heads)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return int(n_heads + (2 if mlp else 1)) ** int(n_layers)
+
+
+# ---------------------------------------------------------------- tuned lens
+
+def corpus_tokens(model, n_seqs: int = 48, seq_len: int = 64, seed: int = 1):
+    """[n_seqs, seq_len] windows of the book's generated corpus, each starting with BOS.
+
+    Documents come from ``helpers.zoo.corpus.generate_corpus(seed, ...)`` and are
+    tokenised with the model's own tokenizer (so this works for GPT-2 too).
+    """
+    import torch
+
+    from .zoo import corpus
+
+    for name, value in (("n_seqs", n_seqs), ("seq_len", seq_len)):
+        if not isinstance(value, int) or value < 2:
+            raise ValueError(f"{name} must be an int >= 2, got {value!r}.")
+    if seq_len > model.cfg.n_ctx:
+        raise ValueError(f"seq_len {seq_len} exceeds the model's context of {model.cfg.n_ctx}.")
+    bos = model.tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError("the model's tokenizer has no BOS token.")
+    need = n_seqs * (seq_len - 1)
+    stream: list[int] = []
+    for doc in corpus.generate_corpus(seed, max(32, need // 20)):
+        stream += model.tokenizer.encode(doc, add_special_tokens=False) + [bos]  # documents end with EOT
+        if len(stream) >= need:
+            break
+    if len(stream) < need:
+        raise ValueError(f"the corpus sample gave {len(stream)} tokens, fewer than the {need} needed.")
+    body = torch.tensor(stream[:need]).reshape(n_seqs, seq_len - 1)
+    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1).to(model.cfg.device)
+
+
+def _torch_module():
+    import torch
+
+    class _TunedLens(torch.nn.Module):
+        """One affine translator per layer: x -> x A_l + b_l, with A_l = I and b_l = 0 at the start."""
+
+        def __init__(self, n_translators: int, d_model: int):
+            super().__init__()
+            eye = torch.eye(d_model).expand(n_translators, d_model, d_model).clone()
+            self.A = torch.nn.Parameter(eye)                                   # [layer, d, d]
+            self.b = torch.nn.Parameter(torch.zeros(n_translators, d_model))   # [layer, d]
+
+        def forward(self, states):                                            # [layer, ..., d]
+            shape = states.shape
+            flat = states.reshape(shape[0], -1, shape[-1])
+            return (torch.bmm(flat, self.A) + self.b[:, None]).reshape(shape)
+
+    return _TunedLens
+
+
+def TunedLens(n_translators: int, d_model: int):
+    """A tuned lens for the stream states h0 … h_{L-1} (h_L needs no translator).
+
+    Belrose et al. (2023), "Eliciting Latent Predictions from Transformers with
+    the Tuned Lens": translator l maps h_l to x A_l + b_l, read with the model's
+    own final LayerNorm and unembedding; it starts as the identity, i.e. as the
+    logit lens.
+    """
+    for name, value in (("n_translators", n_translators), ("d_model", d_model)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return _torch_module()(n_translators, d_model)
+
+
+def _block_states(model, tokens):
+    import torch
+
+    n = _n_layers(model)
+    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n)]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    return torch.stack([cache[k] for k in names]), logits
+
+
+def kl_to_final(lens_logits, final_logits, skip_first: bool = True):
+    """Mean KL(P_final ‖ P_lens) in nats at every depth: [depth].
+
+    ``lens_logits`` [depth, batch, pos, vocab]; ``final_logits`` [batch, pos, vocab].
+    The first position (BOS, the same in every sequence) is skipped by default.
+    """
+    if lens_logits.ndim != 4 or lens_logits.shape[1:] != final_logits.shape:
+        raise ValueError(f"need lens logits [depth, batch, pos, vocab] and final logits [batch, pos, vocab]; "
+                         f"got {tuple(lens_logits.shape)} and {tuple(final_logits.shape)}.")
+    import torch
+
+    sl = slice(1, None) if skip_first else slice(None)
+    with torch.no_grad():
+        logp = final_logits[:, sl].float().log_softmax(-1)
+        logq = lens_logits[:, :, sl].float().log_softmax(-1)
+        return (logp.exp() * (logp - logq)).sum(-1).mean((1, 2))
+
+
+def _plain_ln(x, eps: float):
+    x = x - x.mean(-1, keepdim=True)
+    return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def _ln_affine(model):
+    """The final LayerNorm's (weight, bias), detached; (None, None) when it has none."""
+    ln = getattr(model.ln_final, "original_component", None)
+    w, b = getattr(ln, "weight", None), getattr(ln, "bias", None)
+    return (None if w is None else w.detach()), (None if b is None else b.detach())
+
+
+def train_tuned_lens(model, tokens, steps: int = 40, lr: float = 3e-3, batch_tokens: int = 256, seed: int = 0):
+    """Fit a :func:`TunedLens` to ``tokens`` [batch, pos] by KL to the final distribution.
+
+    The stream states are computed once (the model stays frozen and gets no
+    gradients); each step draws ``batch_tokens`` positions (never BOS) and takes
+    an Adam step on the mean over layers of KL(P_final ‖ P_lens). Returns
+    (lens, mean KL in nats at every step).
+    """
+    import torch
+
+    tokens = _check_tokens(model, tokens)
+    for name, value in (("steps", steps), ("batch_tokens", batch_tokens)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    n, d = _n_layers(model), int(model.cfg.d_model)
+    states, final = _block_states(model, tokens)
+    states = states[:-1, :, 1:].reshape(n, -1, d).detach()                  # [L, N, d]: h0..h_{L-1}, no BOS
+    logp = final[:, 1:].reshape(-1, final.shape[-1]).detach().float().log_softmax(-1)  # [N, vocab]
+    W_U, b_U = model.W_U.detach(), model.b_U.detach()
+    w, b = _ln_affine(model)
+    eps = float(model.cfg.eps)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    lens = TunedLens(n, d).to(states.device)
+    opt = torch.optim.Adam(lens.parameters(), lr=lr)
+    history = []
+    with torch.enable_grad():  # the chapter may have switched gradients off globally
+        for _ in range(steps):
+            idx = torch.randint(states.shape[1], (min(batch_tokens, states.shape[1]),), generator=gen)
+            x = _plain_ln(lens(states[:, idx]), eps)                           # [L, B, d]
+            if w is not None:
+                x = x * w + (0 if b is None else b)
+            logq = (x @ W_U + b_U).log_softmax(-1)                             # [L, B, vocab]
+            p = logp[idx]
+            loss = (p.exp() * (p - logq)).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+    lens.eval()
+    for param in lens.parameters():
+        param.requires_grad_(False)
+    return lens, history
+
+
+def _ln_is_plain(model) -> bool:
+    """Whether ``ln_final`` only centres and rescales (weight 1, bias 0), as in compatibility mode."""
+    import torch
+
+    ln = getattr(model.ln_final, "original_component", None) or getattr(model.ln_final, "_original_component", None)
+    w, b = getattr(ln, "weight", None), getattr(ln, "bias", None)
+    return (w is None or bool(torch.all(w == 1))) and (b is None or bool(torch.all(b == 0)))
+
+
+def tuned_lens_logits(model, lens, cache):
+    """Tuned-lens logits [L + 1, batch, pos, vocab] at h0 … hL (hL read as is)."""
+    import torch
+
+    states, _ = stream_states(cache, _n_layers(model), sublayers=False)
+    with torch.no_grad():
+        translated = torch.cat([lens(states[:-1]), states[-1:]])
+        return unembed(model, translated)
+
+
+# ---------------------------------------------------------------- direct logit attribution
+
+def direct_logit_attribution(model, cache, answer, other, pos: int = -1, batch: int = 0):
+    """Split logit(answer) - logit(other) at one position into the writes that made it.
+
+    Parts: token embedding, positional embedding, then per block every head's
+    write ``z_h W_O^h``, the attention output bias ``b_O`` and the MLP's write,
+    and finally the unembedding bias. Each write c is read as the final
+    LayerNorm reads it in the real forward pass: (c - mean(c)) / s · (W_U[:, a] - W_U[:, b]),
+    where s is ``ln_final.hook_scale`` from the cache. The parts sum to the
+    actual logit difference. Returns (labels, contributions [n_parts], actual difference).
+    """
+    import torch
+
+    n = _n_layers(model)
+    a, b = _token_id(model, answer), _token_id(model, other)
+    for key in ["hook_embed", "hook_pos_embed", "ln_final.hook_scale", f"blocks.{n - 1}.hook_resid_post"]:
+        _require(cache, key)
+    if not _ln_is_plain(model):
+        raise ValueError("direct_logit_attribution needs a model in compatibility mode "
+                         "(helpers.load_model(name)), where ln_final is a pure centre-and-rescale.")
+    T = cache["hook_embed"].shape[1]
+    if not -T <= pos < T:
+        raise ValueError(f"pos must index one of the {T} positions, got {pos}.")
+    direction = model.W_U[:, a] - model.W_U[:, b]                              # [d]
+    scale = cache["ln_final.hook_scale"][batch, pos]                           # [1]
+    parts, labels = [cache["hook_embed"][batch, pos], cache["hook_pos_embed"][batch, pos]], ["embed", "pos_embed"]
+    for layer in range(n):
+        _require(cache, f"blocks.{layer}.attn.hook_z")
+        z = cache[f"blocks.{layer}.attn.hook_z"][batch, pos]                  # [head, d_head]
+        parts += list(torch.einsum("hd,hde->he", z, model.W_O[layer]))
+        labels += [f"L{layer + 1}H{h}" for h in range(model.cfg.n_heads)]
+        parts.append(model.b_O[layer])
+        labels.append(f"L{layer + 1} attn bias")
+        parts.append(cache[f"blocks.{layer}.hook_mlp_out"][batch, pos])
+        labels.append(f"L{layer + 1} MLP")
+    with torch.no_grad():
+        stack = torch.stack(parts)                                              # [parts, d]
+        stack = stack - stack.mean(-1, keepdim=True)
+        contrib = (stack / scale) @ direction
+        contrib = torch.cat([contrib, (model.b_U[a] - model.b_U[b]).reshape(1)])
+        final = cache[f"blocks.{n - 1}.hook_resid_post"][batch, pos]
+        actual = float((unembed(model, final)[a] - unembed(model, final)[b]))
+    labels.append("unembed bias")
+    return labels, contrib, actual
+
+
+# ---------------------------------------------------------------- figures
+
+def block_budget_figure(model, tokens, k: int = 8, pos: int = -1, active: int | None = None):
+    """Slider over the number of blocks kept (0 … L): the top-``k`` next tokens at ``pos``.
+
+    Returns (figure, frames) where frames[i] = (token strings, probabilities) for
+    i blocks kept. Static plotly, so it works in the book without a kernel.
+    """
+    from .plotting import slider_bars
+
+    n = _n_layers(model)
+    tokens = _check_tokens(model, tokens)
+    frames, titles = [], []
+    for keep in range(n + 1):
+        logits = run_with_block_budget(model, tokens, keep)[0, pos]
+        labels, probs = top_tokens(model, logits, k)
+        frames.append(([repr(s) for s in labels], probs))
+        what = "the bigram floor" if keep == 0 else ("the full model" if keep == n else f"{keep} of {n} blocks")
+        titles.append(f"{what}: top guess {labels[0]!r} (p = {probs[0]:.2f})")
+    fig = slider_bars(frames, [str(i) for i in range(n + 1)], titles[-1], "next token",
+                      "probability", slider_prefix="blocks kept k = ", titles=titles,
+                      active=n if active is None else active)
+    return fig, frames
+
+
+def block_budget_widget(model, prompt: str, k: int = 8):
+    """Live version (needs a kernel): a prompt box and a slider over the blocks kept.
+
+    Each redraw runs the model once, with the chosen budget.
+    """
+    import ipywidgets as widgets
+    import plotly.graph_objects as go
+    from IPython.display import clear_output
+
+    from .plotting import PALETTE, show
+
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("prompt must be a non-empty string.")
+    n = _n_layers(model)
+    text = widgets.Text(value=prompt, description="prompt", layout={"width": "60%"})
+    keep = widgets.IntSlider(value=n, min=0, max=n, description="blocks kept")
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            clear_output(wait=True)
+            tokens = model.to_tokens(text.value)
+            if tokens.shape[1] > model.cfg.n_ctx:
+                print(f"The prompt is longer than the model's context ({model.cfg.n_ctx} tokens).")
+                return
+            words, probs = top_tokens(model, run_with_block_budget(model, tokens, keep.value)[0, -1], k)
+            fig = go.Figure(go.Bar(x=[repr(w) for w in words], y=probs, marker_color=PALETTE[0]))
+            fig.update_layout(title=f"{keep.value} of {n} blocks kept: top guess {words[0]!r}",
+                              xaxis_title="next token", yaxis_title="probability", yaxis_range=[0, 1], height=380)
+            show(fig)
+
+    text.observe(redraw, names="value")
+    keep.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([text, keep, out])
+
+
+def rank_probability_figure(depth_labels: Sequence[str], ranks, probs, token_str: str, title: str):
+    """Rank (log axis, 1 = top) and probability of one token at every depth, two stacked panels."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .plotting import PALETTE
+
+    ranks, probs = np.asarray(ranks), np.asarray(probs, dtype=float)
+    if not (len(depth_labels) == len(ranks) == len(probs)):
+        raise ValueError(f"need one rank and one probability per depth label; got {len(depth_labels)}, "
+                         f"{len(ranks)}, {len(probs)}.")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    fig.add_trace(go.Scatter(x=list(depth_labels), y=(ranks + 1).tolist(), mode="lines+markers",
+                             name="rank", marker_color=PALETTE[0],
+                             hovertemplate="%{x}<br>rank %{y}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=list(depth_labels), y=np.round(probs, 4).tolist(), mode="lines+markers",
+                             name="probability", marker_color=PALETTE[1],
+                             hovertemplate="%{x}<br>p = %{y:.3f}<extra></extra>"), row=2, col=1)
+    fig.update_yaxes(type="log", autorange="reversed", title_text=f"rank of {token_str!r} (1 = top)", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], title_text=f"P({token_str!r})", row=2, col=1)
+    fig.update_xaxes(title_text="depth read by the logit lens", row=2, col=1)
+    fig.update_layout(title=title, height=520, showlegend=False)
+    return fig
+
+
+def top_token_heatmap(top_strings, top_probs, depth_labels: Sequence[str], position_labels: Sequence[str], title: str):
+    """Top token (text) and its probability (colour) at every (depth, position)."""
+    from .plotting import heatmap
+
+    top_probs = np.asarray(top_probs, dtype=float)
+    if top_probs.shape != (len(depth_labels), len(position_labels)):
+        raise ValueError(f"top_probs must be [depth, pos] = ({len(depth_labels)}, {len(position_labels)}), "
+                         f"got {top_probs.shape}.")
+    fig = heatmap(np.round(top_probs, 3), list(position_labels), list(depth_labels), title,
+                  "position: input token", "depth", "P(top token)", text=np.asarray(top_strings))
+    fig.data[0].hovertemplate = "%{y} · %{x}<br>top: %{text}<br>p = %{z:.3f}<extra></extra>"
+    fig.data[0].zmin, fig.data[0].zmax = 0.0, 1.0
+    fig.data[0].textfont = {"size": 11}
+    fig.update_layout(height=120 + 40 * len(depth_labels))
+    return fig
+
+
+def kl_figure(depth_labels: Sequence[str], curves: dict, title: str):
+    """KL divergence to the final distribution by depth, one line per lens."""
+    import plotly.graph_objects as go
+
+    from .plotting import PALETTE
+
+    fig = go.Figure()
+    for i, (name, values) in enumerate(curves.items()):
+        values = np.asarray(values, dtype=float)
+        if len(values) != len(depth_labels):
+            raise ValueError(f"curve {name!r} has {len(values)} values for {len(depth_labels)} depths.")
+        fig.add_trace(go.Scatter(x=list(depth_labels), y=np.round(values, 4).tolist(), mode="lines+markers",
+                                 name=name, marker_color=PALETTE[i % len(PALETTE)],
+                                 hovertemplate=name + "<br>%{x}: %{y:.3f} nats<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="depth of the stream that is read",
+                      yaxis_title="KL(final ‖ lens), nats per token", height=420,
+                      legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return fig
+
+
+def dla_figure(labels: Sequence[str], values, title: str, n_heads: int):
+    """Bar chart of each part's share of a logit difference; a button sorts by size."""
+    import plotly.graph_objects as go
+
+    from .plotting import PALETTE
+
+    values = np.asarray(values, dtype=float)
+    if len(labels) != len(values):
+        raise ValueError(f"{len(labels)} labels for {len(values)} values.")
+    colours = [PALETTE[0] if v >= 0 else PALETTE[3] for v in values]
+    order = np.argsort(-np.abs(values))
+    fig = go.Figure(go.Bar(x=list(labels), y=np.round(values, 4).tolist(), marker_color=colours,
+                           hovertemplate="%{x}: %{y:+.3f}<extra></extra>"))
+    as_sorted = [{"x": [[labels[i] for i in order]], "y": [np.round(values[order], 4).tolist()],
+                  "marker.color": [[colours[i] for i in order]]}]
+    as_model = [{"x": [list(labels)], "y": [np.round(values, 4).tolist()], "marker.color": [colours]}]
+    fig.update_layout(
+        title=title, xaxis_title="part of the final stream",
+        yaxis_title="contribution to the logit difference", height=500, margin={"b": 120, "t": 130},
+        updatemenus=[{"type": "buttons", "direction": "right", "x": 0, "y": 1.2, "xanchor": "left", "yanchor": "bottom",
+                      "buttons": [{"label": "model order", "method": "restyle", "args": as_model},
+                                  {"label": "largest first", "method": "restyle", "args": as_sorted}]}],
+    )
+    fig.update_xaxes(tickangle=-60)
+    return fig
+
+
+# ---------------------------------------------------------------- exercises
+
+def _ref_paths_and_terms(n_layers: int, n_heads: int):
+    return count_paths(n_layers, n_heads), 2 + n_layers * (n_heads + 1)
+
+
+def check_paths_and_terms(fn) -> bool:
+    """Exercise: (number of paths, number of additive terms) for L layers and H heads."""
+    cases = [((4, 6), {}), ((24, 16), {}), ((12, 12), {}), ((2, 4), {}), ((1, 1), {})]  # unambiguous first
+    for (L, H), _ in cases:
+        try:
+            got = fn(L, H)
+        except NotImplementedError:
+            print("… paths_and_terms: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+            return False
+        except Exception as exc:
+            raise CheckFailed(f"paths_and_terms({L}, {H}) raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailed(f"paths_and_terms({L}, {H}) must return a pair (paths, terms), got {got!r}.")
+        paths, terms = got
+        want_p, want_t = _ref_paths_and_terms(L, H)
+        if paths == (H + 1) ** L and paths != want_p:
+            raise CheckFailed(f"paths_and_terms({L}, {H}): {paths} paths counts only the heads and the skip; "
+                              "the MLP is one more way through each block.")
+        if paths == H ** L + 2 and paths != want_p:
+            raise CheckFailed(f"paths_and_terms({L}, {H}): paths multiply across blocks: (H + 2) choices per block.")
+        if terms == want_p:
+            raise CheckFailed(f"paths_and_terms({L}, {H}): terms = {terms} is the number of paths. "
+                              "Terms are the vectors added into the stream: embeddings, heads, MLPs.")
+        if terms == 2 + L * H:
+            raise CheckFailed(f"paths_and_terms({L}, {H}): terms = {terms} leaves out the MLPs (one per block).")
+        compare(paths, want_p, f"paths for L={L}, H={H}")
+        compare(terms, want_t, f"terms for L={L}, H={H}")
+    return passed("paths_and_terms")
+
+
+def _ref_logit_lens_at(model, cache, layer: int):
+    return unembed(model, cache[f"blocks.{layer}.hook_resid_post"][0])
+
+
+def check_logit_lens_at(fn, model, cache) -> bool:
+    """Exercise: the logit lens after block ``layer`` (0-based hook index), logits [pos, vocab]."""
+    import torch
+
+    n = _n_layers(model)
+    cases = [((model, cache, layer), {}) for layer in range(n)]
+    for args, _ in cases[:1]:
+        try:
+            got = fn(*args)
+        except NotImplementedError:
+            break
+        except Exception:
+            break
+        if isinstance(got, torch.Tensor) and got.shape == _ref_logit_lens_at(*args).shape:
+            x = cache["blocks.0.hook_resid_post"][0]
+            if torch.allclose(got, x @ model.W_U + model.b_U, atol=1e-4):
+                raise CheckFailed("logit_lens_at: you unembedded the raw stream. The unembedding was trained "
+                                  "on LN_f(h), so apply model.ln_final first.")
+    return check_function(fn, _ref_logit_lens_at, cases, "logit_lens_at", atol=1e-4,
+                          hint="read cache[f'blocks.{layer}.hook_resid_post'][0], apply model.ln_final, "
+                               "then multiply by model.W_U and add model.b_U.")
+
+
+def _ref_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
+    z = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head]                 # [d_head]
+    write = z @ model.W_O[layer, head]                                     # [d]
+    write = write - write.mean()
+    scale = cache["ln_final.hook_scale"][0, -1]
+    return float((write / scale) @ (model.W_U[:, answer] - model.W_U[:, other]))
+
+
+def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
+    """Exercise: one head's direct contribution to logit(answer) - logit(other) at the last position."""
+    n, H = _n_layers(model), int(model.cfg.n_heads)
+    picks = sorted({(0, 0), (n - 1, H - 1), (n // 2, H // 2)})
+    cases = [((model, cache, l, h, answer, other), {}) for l, h in picks]
+    args = cases[-1][0]
+    try:
+        got = fn(*args)
+    except Exception:
+        got = None
+    if got is not None and not isinstance(got, bool):
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            got = None
+    if got is not None:
+        l, h = args[2], args[3]
+        z = cache[f"blocks.{l}.attn.hook_z"][0, -1, h]
+        write = z @ model.W_O[l, h]
+        unscaled = float((write - write.mean()) @ (model.W_U[:, answer] - model.W_U[:, other]))
+        want = _ref_head_dla(*args)
+        if math.isclose(got, unscaled, rel_tol=1e-4, abs_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-4):
+            raise CheckFailed("head_dla: right direction, wrong size. Divide the head's write by the final "
+                              "LayerNorm's scale, cache['ln_final.hook_scale'][0, -1], as the real forward pass does.")
+    return check_function(fn, _ref_head_dla, cases, "head_dla", atol=1e-4,
+                          hint="write = z[head] @ W_O[layer, head]; centre it, divide by the final LN scale, "
+                               "dot with W_U[:, answer] - W_U[:, other].")
+
+
+def _ref_kl_divergence(final_logits, lens_logits):
+    logp = final_logits.float().log_softmax(-1)
+    logq = lens_logits.float().log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def check_kl_divergence(fn) -> bool:
+    """Exercise: KL(P_final ‖ P_lens) per row, from two logit tensors [n, vocab]."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(5, 11, generator=g) * 2
+    q = torch.randn(5, 11, generator=g) * 2
+    cases = [((p, q), {}), ((p, p), {}), ((p[:1], q[:1] + 3.0), {})]
+    try:
+        got = fn(p, q)
+    except Exception:
+        got = None
+    if isinstance(got, torch.Tensor) and got.shape == (5,):
+        if torch.allclose(got, _ref_kl_divergence(q, p), atol=1e-5):
+            raise CheckFailed("kl_divergence: you computed KL(P_lens ‖ P_final). The tuned lens measures "
+                              "KL(P_final ‖ P_lens) = Σ p_final · (log p_final − log p_lens).")
+    return check_function(fn, _ref_kl_divergence, cases, "kl_divergence", atol=1e-5,
+                          hint="use log_softmax on both, then sum p_final * (log p_final - log p_lens) over the vocabulary.")

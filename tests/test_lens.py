@@ -1,0 +1,212 @@
+"""helpers.lens: the bigram floor, block budgets, logit and tuned lens, direct logit attribution."""
+import math
+
+import pytest
+import torch
+
+import helpers
+from helpers import lens
+from helpers.exercises import CheckFailed
+
+PROMPT = "The Eiffel Tower is located in Paris"
+
+
+@pytest.fixture(scope="module")
+def raw_model(tiny_gpt2_dir):
+    return helpers.load_model(str(tiny_gpt2_dir), device="cpu", compatibility=False)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model):
+    tokens = tiny_model.to_tokens(PROMPT)
+    logits, cache = tiny_model.run_with_cache(tokens)
+    return tokens, logits, cache
+
+
+def _two_tokens(model):
+    a, b = model.to_tokens(" Paris", prepend_bos=False)[0, :2].tolist()
+    return a, b
+
+
+def test_bigram_floor_from_weights_equals_model_with_every_block_silenced(tiny_model, raw_model, run):
+    tokens = run[0]
+    for model in (tiny_model, raw_model):
+        floor = lens.bigram_floor_logits(model, tokens)
+        silenced = lens.run_with_block_budget(model, tokens, 0)
+        assert floor.shape == (1, tokens.shape[1], model.cfg.d_vocab)
+        assert torch.allclose(floor, silenced, atol=1e-5)
+    # both modes give the same next-token distribution; only raw mode has W_U = W_E^T
+    p_compat = lens.bigram_floor_logits(tiny_model, tokens).log_softmax(-1)
+    p_raw = lens.bigram_floor_logits(raw_model, tokens).log_softmax(-1)
+    assert torch.allclose(p_compat, p_raw, atol=1e-4)
+    assert torch.equal(raw_model.W_U, raw_model.W_E.T)
+
+
+def test_block_budget_k_equals_logit_lens_at_block_k(tiny_model, run):
+    tokens, logits, cache = run
+    states, labels = lens.stream_states(cache, tiny_model.cfg.n_layers, sublayers=False)
+    assert labels == ["h0 (embed)"] + [f"h{l + 1}" for l in range(tiny_model.cfg.n_layers)]
+    for keep in range(tiny_model.cfg.n_layers + 1):
+        budget = lens.run_with_block_budget(tiny_model, tokens, keep)
+        assert torch.allclose(budget, lens.unembed(tiny_model, states[keep]), atol=1e-4)
+    assert torch.allclose(lens.run_with_block_budget(tiny_model, tokens, tiny_model.cfg.n_layers), logits, atol=1e-5)
+    # a real intervention: silencing the last block changes the output
+    assert not torch.allclose(lens.run_with_block_budget(tiny_model, tokens, tiny_model.cfg.n_layers - 1), logits)
+
+
+def test_block_budget_rejects_bad_k(tiny_model):
+    with pytest.raises(ValueError, match="keep must be"):
+        lens.block_budget_hooks(tiny_model, tiny_model.cfg.n_layers + 1)
+    with pytest.raises(ValueError, match="keep must be"):
+        lens.block_budget_hooks(tiny_model, -1)
+
+
+def test_logit_lens_shapes_labels_and_last_depth_is_the_output(tiny_model, run):
+    tokens, logits, cache = run
+    ll, labels = lens.logit_lens(tiny_model, cache)
+    L = tiny_model.cfg.n_layers
+    assert ll.shape == (2 * L + 1, 1, tokens.shape[1], tiny_model.cfg.d_vocab)
+    assert labels[0] == "h0 (embed)" and labels[1] == "after attn 1" and labels[-1] == f"after MLP {L}"
+    assert torch.allclose(ll[-1], logits, atol=1e-5)
+    assert torch.allclose(ll[0], lens.bigram_floor_logits(tiny_model, tokens), atol=1e-5)
+
+
+def test_token_rank():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0]])
+    assert lens.token_rank(logits, 1).tolist() == [0]
+    assert lens.token_rank(logits, 3).tolist() == [1]
+    assert lens.token_rank(logits, 2).tolist() == [3]
+    with pytest.raises(ValueError):
+        lens.token_rank(logits, 9)
+
+
+def test_count_paths():
+    assert lens.count_paths(12, 12) == 14 ** 12
+    assert math.isclose(lens.count_paths(12, 12), 5.67e13, rel_tol=1e-2)   # not "about 1e13"
+    assert lens.count_paths(2, 4, mlp=False) == 25
+    with pytest.raises(ValueError):
+        lens.count_paths(0, 12)
+
+
+def test_kl_to_final_is_zero_for_the_same_logits_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    final = torch.randn(2, 5, 7, generator=g)
+    stack = torch.stack([final, torch.randn(2, 5, 7, generator=g)])
+    kl = lens.kl_to_final(stack, final)
+    assert kl.shape == (2,) and abs(float(kl[0])) < 1e-6 and float(kl[1]) > 0
+    with pytest.raises(ValueError):
+        lens.kl_to_final(final, final)
+
+
+def test_tuned_lens_starts_as_logit_lens_and_training_lowers_kl(tiny_model):
+    torch.manual_seed(0)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (8, 24))
+    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+    logits, cache = tiny_model.run_with_cache(tokens)
+    L = tiny_model.cfg.n_layers
+    identity = lens.TunedLens(L, tiny_model.cfg.d_model)
+    logit_kl = lens.kl_to_final(lens.logit_lens(tiny_model, cache, sublayers=False)[0], logits)
+    assert torch.allclose(lens.kl_to_final(lens.tuned_lens_logits(tiny_model, identity, cache), logits), logit_kl)
+    assert float(logit_kl[-1]) < 1e-6
+    tuned, history = lens.train_tuned_lens(tiny_model, tokens, steps=30, lr=1e-2, batch_tokens=128)
+    assert history[-1] < history[0]
+    tuned_kl = lens.kl_to_final(lens.tuned_lens_logits(tiny_model, tuned, cache), logits)
+    assert torch.all(tuned_kl[:-1] < logit_kl[:-1])
+    assert all(p.grad is None for p in tiny_model.parameters())   # the model itself was not trained
+
+
+def test_direct_logit_attribution_sums_to_the_logit_difference(tiny_model, run):
+    tokens, logits, cache = run
+    a, b = 5, 9
+    labels, contrib, actual = lens.direct_logit_attribution(tiny_model, cache, a, b)
+    L, H = tiny_model.cfg.n_layers, tiny_model.cfg.n_heads
+    assert len(labels) == len(contrib) == 2 + L * (H + 2) + 1
+    assert math.isclose(actual, float(logits[0, -1, a] - logits[0, -1, b]), abs_tol=1e-4)
+    assert math.isclose(float(contrib.sum()), actual, abs_tol=1e-4)
+    # heads agree with TransformerLens's own stack + apply_ln_to_stack
+    stack = cache.stack_head_results(layer=-1, pos_slice=-1, apply_ln=True)[:, 0]  # [L*H, d]
+    tl = stack @ (tiny_model.W_U[:, a] - tiny_model.W_U[:, b])
+    mine = torch.stack([contrib[labels.index(f"L{l + 1}H{h}")] for l in range(L) for h in range(H)])
+    assert torch.allclose(mine, tl, atol=1e-5)
+
+
+def test_direct_logit_attribution_validates(tiny_model, raw_model, run):
+    _, _, cache = run
+    with pytest.raises(ValueError, match="single token|one token"):
+        lens.direct_logit_attribution(tiny_model, cache, " Paris is lovely", 3)
+    with pytest.raises(ValueError, match="pos"):
+        lens.direct_logit_attribution(tiny_model, cache, 1, 2, pos=99)
+    _, raw_cache = raw_model.run_with_cache(run[0])
+    with torch.no_grad():
+        raw_model.ln_final.original_component.weight.mul_(2.0)  # a non-trivial final LN weight
+    try:
+        with pytest.raises(ValueError, match="compatibility mode"):
+            lens.direct_logit_attribution(raw_model, raw_cache, 1, 2)
+    finally:
+        with torch.no_grad():
+            raw_model.ln_final.original_component.weight.div_(2.0)
+
+
+def test_figures_build(tiny_model, run):
+    import plotly.graph_objects as go
+
+    tokens, logits, cache = run
+    fig, frames = lens.block_budget_figure(tiny_model, tokens, k=5)
+    assert isinstance(fig, go.Figure) and len(frames) == tiny_model.cfg.n_layers + 1
+    assert len(fig.layout.sliders[0].steps) == tiny_model.cfg.n_layers + 1
+    assert all(abs(sum(p) - 1) <= 1 and len(p) == 5 for _, p in frames)
+    f2 = lens.rank_probability_figure(["a", "b"], [3, 0], [0.1, 0.9], " Paris", "t")
+    assert list(f2.data[0].y) == [4, 1]
+    with pytest.raises(ValueError):
+        lens.rank_probability_figure(["a"], [3, 0], [0.1, 0.9], " Paris", "t")
+    f3 = lens.top_token_heatmap([["x", "y"]], [[0.5, 0.2]], ["d"], ["p0", "p1"], "t")
+    assert f3.data[0].z.shape == (1, 2)
+    f4 = lens.kl_figure(["a", "b"], {"logit lens": [1, 0], "tuned lens": [0.5, 0]}, "t")
+    assert len(f4.data) == 2
+    f5 = lens.dla_figure(["x", "y"], [1.0, -2.0], "t", 1)
+    assert len(f5.layout.updatemenus[0].buttons) == 2
+
+
+# ---------------------------------------------------------------- exercise checkers
+
+def test_paths_and_terms_checker():
+    assert lens.check_paths_and_terms(lens._ref_paths_and_terms)
+    assert lens.check_paths_and_terms(lambda L, H: (_ for _ in ()).throw(NotImplementedError())) is False
+    with pytest.raises(CheckFailed, match="MLP"):
+        lens.check_paths_and_terms(lambda L, H: ((H + 1) ** L, 2 + L * (H + 1)))
+    with pytest.raises(CheckFailed, match="leaves out the MLPs"):
+        lens.check_paths_and_terms(lambda L, H: ((H + 2) ** L, 2 + L * H))
+    with pytest.raises(CheckFailed, match="number of paths"):
+        lens.check_paths_and_terms(lambda L, H: ((H + 2) ** L, (H + 2) ** L))
+
+
+def test_logit_lens_checker(tiny_model, run):
+    _, _, cache = run
+    assert lens.check_logit_lens_at(lens._ref_logit_lens_at, tiny_model, cache)
+    with pytest.raises(CheckFailed, match="ln_final"):
+        lens.check_logit_lens_at(lambda m, c, l: c[f"blocks.{l}.hook_resid_post"][0] @ m.W_U + m.b_U, tiny_model, cache)
+    with pytest.raises(CheckFailed):  # off by one block
+        lens.check_logit_lens_at(lambda m, c, l: lens._ref_logit_lens_at(m, c, max(l - 1, 0)) + (l == 0), tiny_model, cache)
+
+
+def test_head_dla_checker(tiny_model, run):
+    _, _, cache = run
+    assert lens.check_head_dla(lens._ref_head_dla, tiny_model, cache, 5, 9)
+
+    def unscaled(model, cache, layer, head, a, b):
+        w = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head] @ model.W_O[layer, head]
+        return float((w - w.mean()) @ (model.W_U[:, a] - model.W_U[:, b]))
+
+    with pytest.raises(CheckFailed, match="scale"):
+        lens.check_head_dla(unscaled, tiny_model, cache, 5, 9)
+    with pytest.raises(CheckFailed):  # the wrong head
+        lens.check_head_dla(lambda m, c, l, h, a, b: lens._ref_head_dla(m, c, l, (h + 1) % m.cfg.n_heads, a, b) + 1.0,
+                            tiny_model, cache, 5, 9)
+
+
+def test_kl_checker():
+    assert lens.check_kl_divergence(lens._ref_kl_divergence)
+    with pytest.raises(CheckFailed, match="KL\\(P_lens"):
+        lens.check_kl_divergence(lambda p, q: lens._ref_kl_divergence(q, p))
+    with pytest.raises(CheckFailed):  # forgot the softmax: compares logits directly
+        lens.check_kl_divergence(lambda p, q: ((p - q) ** 2).sum(-1))
