@@ -1,0 +1,178 @@
+"""The model organisms, as the book presents them (the "Model organisms" chapter).
+
+Reading the training logs and cards that ship with the bundled models, the
+figures built from them (training curves, the induction phase change), the
+top-k predictions table for a prompt, and the checkers for the chapter's
+exercises. The models, corpus and evaluations themselves live in
+:mod:`helpers.zoo`.
+"""
+from __future__ import annotations
+
+import json
+
+from .exercises import CheckFailed, check_function, compare, passed
+
+__all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
+           "top_predictions", "check_is_single_token", "check_relation_recall", "check_second_copy_loss"]
+
+
+def card(name: str) -> dict:
+    """The machine-readable model card (``card.json``) of a bundled model."""
+    from . import zoo
+
+    return json.loads((zoo.model_dir(name) / "card.json").read_text())
+
+
+def training_log(name: str) -> list[dict]:
+    """The training log of a bundled model: one dict per logged step."""
+    from . import zoo
+
+    return json.loads((zoo.model_dir(name) / "training_log.json").read_text())["log"]
+
+
+def phase_change_step(log: list[dict], key: str = "best_prefix_matching") -> int:
+    """The first logged step at which ``key`` reaches half of its final value.
+
+    A simple, stated definition of "the moment the induction head forms": the
+    prefix-matching score rises from near zero to its final level over a short
+    stretch of training, and this picks the middle of that rise.
+    """
+    if not log or key not in log[0]:
+        raise ValueError(f"the log has no {key!r} entries")
+    final = log[-1][key]
+    for entry in log:
+        if entry[key] >= final / 2:
+            return int(entry["step"])
+    return int(log[-1]["step"])
+
+
+def training_curves(logs: dict[str, list[dict]], key: str = "corpus_loss"):
+    """Loss (or another logged quantity) against tokens seen, one line per model."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, log in logs.items():
+        pts = [e for e in log if e.get(key) is not None]
+        fig.add_trace(go.Scatter(x=[e["tokens"] for e in pts], y=[e[key] for e in pts], mode="lines+markers",
+                                 name=name, hovertemplate="%{x:,} tokens: %{y:.3f}<extra>" + name + "</extra>"))
+    fig.update_layout(xaxis_title="tokens seen in training", yaxis_title=key.replace("_", " ") + " (nats/token)",
+                      height=400)
+    return fig
+
+
+def phase_change_figure(log: list[dict], step: int):
+    """Corpus loss, in-context-learning score and best prefix-matching score over training."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .plotting import PALETTE
+
+    steps = [e["step"] for e in log]
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("loss on held-out windows (nats/token)",
+                                        "in-context-learning score (nats; lower = uses context more)",
+                                        "best prefix-matching score over heads"))
+    for row, (key, color) in enumerate((("corpus_loss", PALETTE[0]), ("icl_score", PALETTE[1]),
+                                        ("best_prefix_matching", PALETTE[2])), start=1):
+        fig.add_trace(go.Scatter(x=steps, y=[e[key] for e in log], mode="lines+markers", marker_size=4,
+                                 line_color=color, name=key, showlegend=False,
+                                 hovertemplate="step %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
+        fig.add_vline(x=step, line_dash="dash", line_color="#888", row=row, col=1)
+    fig.update_xaxes(title_text="training step", row=3, col=1)
+    fig.update_layout(height=640, title=f"The induction head forms around step {step}, and the context starts to pay")
+    return fig
+
+
+def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most likely next tokens after ``prompt`` with their probabilities."""
+    import torch
+
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("prompt must be a non-empty string")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    with torch.no_grad():
+        probs = model(model.to_tokens(prompt))[0, -1].softmax(-1)
+    top = probs.topk(k)
+    return [(model.to_string(int(i)), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+# ---------------------------------------------------------------- exercises
+
+def _ref_is_single_token(model, word: str) -> bool:
+    return len(model.tokenizer.encode(" " + word, add_special_tokens=False)) == 1
+
+
+def check_is_single_token(fn, model) -> bool:
+    """Exercise: does " word" encode to exactly one token?"""
+    words = ["Paris", "France", "Mary", "Potter", "antidisestablishmentarianism", "Eiffel", "qzxv"]
+    try:
+        got = fn(model, "Paris")
+    except NotImplementedError:
+        got = None
+    except Exception as exc:
+        raise CheckFailed(f"is_single_token: your function raised {type(exc).__name__}: {exc}") from exc
+    if got is False:
+        raise CheckFailed("is_single_token(model, 'Paris') returned False, but ' Paris' is one token. "
+                          "Did you encode 'Paris' without the leading space, or count the BOS token? "
+                          "Use model.tokenizer.encode(' ' + word, add_special_tokens=False).")
+    return check_function(fn, _ref_is_single_token, [((model, w), {}) for w in words], "is_single_token")
+
+
+def _ref_relation_recall(model, relation: str) -> float:
+    from .zoo import evals, world
+
+    prompts = [(p, a) for p, a in world.train_fact_prompts()
+               if any(p == world.render(t, f.subject) and a == f.answer
+                      for f in world.facts_by_relation(relation) for t in world.TEMPLATES[relation])]
+    return evals.fact_recall(model, prompts)["accuracy"]
+
+
+def check_relation_recall(fn, model) -> bool:
+    """Exercise: top-1 recall over the training prompts of one relation."""
+    cases = [((model, r), {}) for r in ("country_capital", "landmark_city")]
+    return check_function(fn, _ref_relation_recall, cases, "relation_recall", atol=1e-6,
+                          hint="Use world.train_fact_prompts(), keep the prompts of the relation, "
+                               "and count a prompt right when ' ' + answer is the top prediction.")
+
+
+def _ref_second_copy_loss(model, tokens) -> float:
+    import torch
+
+    length = (tokens.shape[1] - 1) // 2
+    with torch.no_grad():
+        logp = model(tokens).log_softmax(-1)[:, :-1]
+    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+    return nll[:, length + 1:].mean().item()
+
+
+def check_second_copy_loss(fn, model) -> bool:
+    """Exercise: mean loss on the second copy of BOS + R + R (skipping its first token)."""
+    from .zoo import evals
+
+    tokens = evals.random_repeat_batch(model, n=4, length=20, seed=5)
+    try:
+        got = fn(model, tokens)
+    except NotImplementedError:
+        print("… second_copy_loss: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        return False
+    except Exception as exc:
+        raise CheckFailed(f"second_copy_loss: your function raised {type(exc).__name__}: {exc}") from exc
+    want = _ref_second_copy_loss(model, tokens)
+    length = 20
+    with_first = None
+    import torch
+
+    with torch.no_grad():
+        logp = model(tokens).log_softmax(-1)[:, :-1]
+    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+    with_first = nll[:, length:].mean().item()
+    first_copy = nll[:, 1:length].mean().item()
+    if isinstance(got, (int, float)) and abs(got - first_copy) < 1e-4:
+        raise CheckFailed("second_copy_loss: that is the loss on the FIRST copy. The second copy starts at "
+                          "position length + 1.")
+    if isinstance(got, (int, float)) and abs(got - with_first) < 1e-4 and abs(with_first - want) > 1e-4:
+        raise CheckFailed("second_copy_loss: you included the first token of the second copy, which no model "
+                          "can predict (nothing says the sequence is about to repeat). Skip it.")
+    compare(got, want, "second_copy_loss(model, tokens)", atol=1e-4)
+    return passed("second_copy_loss")
