@@ -584,9 +584,9 @@ def dla_figure(labels: Sequence[str], values, title: str, n_heads: int):
                   "marker.color": [[colours[i] for i in order]]}]
     as_model = [{"x": [list(labels)], "y": [np.round(values, 4).tolist()], "marker.color": [colours]}]
     fig.update_layout(
-        title=title, xaxis_title="part of the final stream",
-        yaxis_title="contribution to the logit difference", height=500, margin={"b": 120, "t": 130},
-        updatemenus=[{"type": "buttons", "direction": "right", "x": 0, "y": 1.2, "xanchor": "left", "yanchor": "bottom",
+        title={"text": title, "y": 0.97, "yanchor": "top"}, xaxis_title="part of the final stream",
+        yaxis_title="contribution to the logit difference", height=520, margin={"b": 120, "t": 120},
+        updatemenus=[{"type": "buttons", "direction": "right", "x": 0, "y": 1.03, "xanchor": "left", "yanchor": "bottom",
                       "buttons": [{"label": "model order", "method": "restyle", "args": as_model},
                                   {"label": "largest first", "method": "restyle", "args": as_sorted}]}],
     )
