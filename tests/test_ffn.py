@@ -1,0 +1,205 @@
+"""helpers.ffn: the key-value reading of the MLP, fact pairs, edits, and the exercise checkers."""
+import os
+
+import pytest
+import torch
+
+import helpers
+from helpers import ffn
+from helpers.exercises import CheckFailed
+from helpers.zoo import world as W
+
+MODEL = os.environ.get("RS_TEST_MODEL", "rs-gpt2-4l")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_grad_enabled(False)
+    return helpers.load_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def sample(model):
+    s = ffn.labelled_sample(model, n_sequences=12, sentences_per_sequence=3, seed=3)
+    return s, ffn.collect_ffn_stats(model, s["tokens"], s["lengths"], k=4)
+
+
+def test_mlp_is_a_sum_of_weighted_values(model):
+    toks = model.to_tokens(["The capital of France is", "Picasso was a famous"])
+    _, cache = model.run_with_cache(toks)
+    for l in range(model.cfg.n_layers):
+        a = ffn.memory_coefficients(model, cache, l)
+        torch.testing.assert_close(a, cache[f"blocks.{l}.mlp.hook_post"], atol=1e-5, rtol=1e-4)
+        out = ffn.mlp_out_from_memories(a, model.W_out[l], model.b_out[l])
+        torch.testing.assert_close(out, cache[f"blocks.{l}.hook_mlp_out"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="layer"):
+        ffn.memory_coefficients(model, cache, model.cfg.n_layers)
+    with pytest.raises(ValueError, match="chain"):
+        ffn.mlp_out_from_memories(a, model.W_out[0].T, model.b_out[0])
+
+
+def test_sample_labels_and_stats(model, sample):
+    s, st = sample
+    assert len(s["labels"]) == s["tokens"].shape[0]
+    assert all(len(lab) == int(n) for lab, n in zip(s["labels"], s["lengths"]))
+    assert "landmark_city" in s["label_names"] and "ioi" in s["label_names"]
+    L, dm = model.cfg.n_layers, model.cfg.d_mlp
+    assert st.top_values.shape == (L, dm, 4)
+    assert (st.top_pos > 0).all(), "BOS must never be a top prefix"
+    assert (st.top_pos < s["lengths"][st.top_seq]).all(), "padding must never be a top prefix"
+    # the stored top activation is the real activation at that (sequence, position)
+    l, n = 1, 5
+    seq, pos = int(st.top_seq[l, n, 0]), int(st.top_pos[l, n, 0])
+    _, cache = model.run_with_cache(s["tokens"][seq:seq + 1])
+    torch.testing.assert_close(cache[f"blocks.{l}.mlp.hook_post"][0, pos, n], st.top_values[l, n, 0], atol=1e-4, rtol=1e-4)
+    assert torch.allclose(st.key_moment[l], st.key_moment[l].T, atol=1e-5)
+    assert st.write_cov["mlp"].shape == (L, model.cfg.d_model, model.cfg.d_model)
+    with pytest.raises(ValueError, match="lengths"):
+        ffn.collect_ffn_stats(model, s["tokens"], s["lengths"][:-1])
+
+
+def test_classify_neuron():
+    assert ffn.classify_neuron([5, 5, 5, 7], ["a", "b", "c", "d"]) == "shallow"
+    assert ffn.classify_neuron([1, 2, 3, 4], ["a", "a", "a", "b"]) == "semantic"
+    assert ffn.classify_neuron([1, 2, 3, 4], ["a", "b", "c", "d"]) == "mixed"
+    with pytest.raises(ValueError):
+        ffn.classify_neuron([1, 2], ["a"])
+
+
+def test_value_projection(model):
+    row = ffn.value_logits(model, 2, [7])[0]
+    torch.testing.assert_close(row, model.W_out[2, 7] @ model.W_U)
+    top = ffn.value_top_tokens(model, 2, 7, k=3)
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+    with pytest.raises(ValueError, match="neuron"):
+        ffn.value_top_tokens(model, 2, model.cfg.d_mlp)
+
+
+def test_fact_pairs_line_up(model):
+    facts = W.facts_by_relation("landmark_city")
+    pairs = ffn.fact_pairs(model, facts)
+    assert len(pairs) > len(facts) // 2
+    assert pairs.clean.shape == pairs.corrupted.shape
+    for i in range(len(pairs)):
+        f, g = pairs.facts[i], pairs.partners[i]
+        assert f.relation == g.relation and f.answer != g.answer
+        last = int(pairs.last[i])
+        # the two prompts differ only inside the subject, and end at the same position
+        diff = (pairs.clean[i, : last + 1] != pairs.corrupted[i, : last + 1]).nonzero()[:, 0]
+        assert len(diff) > 0 and int(diff.max()) <= int(pairs.subject_last[i])
+        assert model.tokenizer.decode(pairs.clean[i, 1: last + 1].tolist()) == pairs.prompts[i]
+    eiffel = pairs.prompts.index("The Eiffel Tower is located in")
+    assert int(pairs.subject_last[eiffel]) == 3  # BOS, The, Eiffel, Tower
+    assert ffn.subject_last_position(model, "The capital of {s} is", "France") == 4
+    with pytest.raises(ValueError, match="slot"):
+        ffn.subject_last_position(model, "no slot here", "France")
+
+
+def test_fact_accuracy_and_text_loss(model):
+    acc = ffn.fact_accuracy(model, [("The capital of France is", "Paris"), ("The capital of France is", "Rome")])
+    assert acc.tolist() == [1.0, 0.0]
+    toks, lens = ffn.corpus_tokens(model, n_docs=6, seed=5)
+    loss = ffn.text_loss(model, toks, lens)
+    assert 0 < loss < 5
+    with pytest.raises(ValueError, match="seed 0"):
+        ffn.corpus_tokens(model, n_docs=2, seed=0)
+
+
+def test_rank_one_update_hits_target_and_is_minimal():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    C = A @ A.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    W_, k, t = (torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64),
+                torch.randn(3, generator=g, dtype=torch.float64))
+    new = ffn.rank_one_update(W_, k, t, C)
+    torch.testing.assert_close(k @ new, t)
+    assert torch.linalg.matrix_rank(new - W_) == 1
+    # any other rank-one change with the same effect on k costs more in the C metric
+    cost = lambda D: float(torch.trace(D.T @ C @ D))  # noqa: E731
+    alt = W_ + torch.outer(k / (k @ k), t - k @ W_)
+    assert cost(new - W_) < cost(alt - W_)
+    with pytest.raises(ValueError, match="shapes"):
+        ffn.rank_one_update(W_, k[:-1], t, C)
+
+
+def test_apply_edit_and_undo(model):
+    toks = model.to_tokens("The capital of France is")
+    before = model(toks)
+    old = ffn.apply_rank_one_edit(model, 1, model.W_out[1] + 0.01 * torch.randn_like(model.W_out[1]))
+    assert not torch.allclose(model(toks), before)
+    ffn.apply_rank_one_edit(model, 1, old)
+    torch.testing.assert_close(model(toks), before)
+    with pytest.raises(ValueError, match="shape"):
+        ffn.apply_rank_one_edit(model, 1, old.T)
+
+
+def test_optimised_shift_changes_the_answer(model):
+    prompt = "The Eiffel Tower is located in"
+    last = model.to_tokens(prompt).shape[1] - 1
+    delta = ffn.optimise_value_shift(model, 0, [prompt], [last], "Rome", steps=40, lr=0.2)
+
+    def add(act, hook=None):
+        act[:, last] += delta
+        return act
+    logits = model.run_with_hooks(model.to_tokens(prompt), fwd_hooks=[("blocks.0.hook_mlp_out", add)])
+    assert int(logits[0, -1].argmax()) == model.to_single_token(" Rome")
+    assert not torch.is_grad_enabled()
+    with pytest.raises(ValueError, match="single token"):
+        ffn.optimise_value_shift(model, 0, [prompt], [last], "Eiffel Tower")
+
+
+def test_subspaces():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(500, 3, generator=g) @ torch.randn(3, 10, generator=g)   # variance lives in 3 dims
+    cov = X.T @ X / 500
+    B = ffn.principal_subspace(cov, 0.999)
+    assert B.shape == (10, 3)
+    torch.testing.assert_close(B.T @ B, torch.eye(3), atol=1e-5, rtol=1e-5)
+    assert abs(ffn.subspace_overlap(B, B) - 1) < 1e-5
+    Q, _ = torch.linalg.qr(torch.randn(10, 10, generator=g))
+    assert ffn.subspace_overlap(Q[:, :3], Q[:, 3:6]) < 1e-6
+    with pytest.raises(ValueError):
+        ffn.principal_subspace(cov, 1.5)
+
+
+def test_neuron_browser(model, sample):
+    s, st = sample
+    data = ffn.neuron_browser_data(model, st, s["tokens"], {0: [1, 2], 3: [4]}, k_tokens=5)
+    assert set(data) == {(0, 1), (0, 2), (3, 4)}
+    assert len(data[(0, 1)]["promoted"]) == 5 and len(data[(0, 1)]["prefixes"]) == 4
+    fig = ffn.neuron_browser_figure(data)
+    assert {t.type for t in fig.data} == {"scatter", "bar"}        # both in the book's plotly bundle
+    assert len(fig.layout.updatemenus) == 3                        # the layer menu + one neuron menu per layer
+    assert [m.visible for m in fig.layout.updatemenus[1:]] == [True, False]
+    with pytest.raises(ValueError):
+        ffn.neuron_browser_figure({})
+
+
+# ------------------------------------------------------------ exercise checkers
+def test_check_mlp_out_from_memories():
+    assert ffn.check_mlp_out_from_memories(lambda a, Wo, b: a @ Wo + b)
+    with pytest.raises(CheckFailed):
+        ffn.check_mlp_out_from_memories(lambda a, Wo, b: a @ Wo)            # forgot b_out
+    assert ffn.check_mlp_out_from_memories(lambda a, Wo, b: (_ for _ in ()).throw(NotImplementedError())) is False
+
+
+def test_check_value_top_tokens():
+    assert ffn.check_value_top_tokens(lambda Wo, WU, n, k: (Wo[n] @ WU).topk(k).indices)
+    with pytest.raises(CheckFailed):
+        ffn.check_value_top_tokens(lambda Wo, WU, n, k: (Wo[:, n % Wo.shape[1]].sum() * WU[0]).topk(k).indices)
+    with pytest.raises(CheckFailed):
+        ffn.check_value_top_tokens(lambda Wo, WU, n, k: (-(Wo[n] @ WU)).topk(k).indices)   # smallest, not largest
+
+
+def test_check_subspace_overlap():
+    assert ffn.check_subspace_overlap(lambda A, B: float((A.T @ B).pow(2).sum() / min(A.shape[1], B.shape[1])))
+    with pytest.raises(CheckFailed):
+        ffn.check_subspace_overlap(lambda A, B: float((A.T @ B).pow(2).sum() / max(A.shape[1], B.shape[1])))
+
+
+def test_check_rank_one_update():
+    assert ffn.check_rank_one_update(ffn.rank_one_update)
+    with pytest.raises(CheckFailed, match="smallest"):
+        ffn.check_rank_one_update(lambda W_, k, t, C: W_ + torch.outer(k / (k @ k), t - k @ W_))   # ignores C
+    with pytest.raises(CheckFailed, match="target"):
+        ffn.check_rank_one_update(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k), t - k @ W_))  # not normalised
