@@ -631,7 +631,10 @@ def check_paths_and_terms(fn) -> bool:
 
 
 def _ref_logit_lens_at(model, cache, layer: int):
-    return unembed(model, cache[f"blocks.{layer}.hook_resid_post"][0])
+    import torch
+
+    with torch.no_grad():
+        return unembed(model, cache[f"blocks.{layer}.hook_resid_post"][0])
 
 
 def check_logit_lens_at(fn, model, cache) -> bool:
@@ -658,15 +661,20 @@ def check_logit_lens_at(fn, model, cache) -> bool:
 
 
 def _ref_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
-    z = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head]                 # [d_head]
-    write = z @ model.W_O[layer, head]                                     # [d]
-    write = write - write.mean()
-    scale = cache["ln_final.hook_scale"][0, -1]
-    return float((write / scale) @ (model.W_U[:, answer] - model.W_U[:, other]))
+    import torch
+
+    with torch.no_grad():
+        z = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head]             # [d_head]
+        write = z @ model.W_O[layer, head]                                 # [d]
+        write = write - write.mean()
+        scale = cache["ln_final.hook_scale"][0, -1]
+        return float((write / scale) @ (model.W_U[:, answer] - model.W_U[:, other]))
 
 
 def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
     """Exercise: one head's direct contribution to logit(answer) - logit(other) at the last position."""
+    import torch
+
     n, H = _n_layers(model), int(model.cfg.n_heads)
     picks = sorted({(0, 0), (n - 1, H - 1), (n // 2, H // 2)})
     cases = [((model, cache, l, h, answer, other), {}) for l, h in picks]
@@ -682,9 +690,10 @@ def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
             got = None
     if got is not None:
         l, h = args[2], args[3]
-        z = cache[f"blocks.{l}.attn.hook_z"][0, -1, h]
-        write = z @ model.W_O[l, h]
-        unscaled = float((write - write.mean()) @ (model.W_U[:, answer] - model.W_U[:, other]))
+        with torch.no_grad():
+            z = cache[f"blocks.{l}.attn.hook_z"][0, -1, h]
+            write = z @ model.W_O[l, h]
+            unscaled = float((write - write.mean()) @ (model.W_U[:, answer] - model.W_U[:, other]))
         want = _ref_head_dla(*args)
         if math.isclose(got, unscaled, rel_tol=1e-4, abs_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-4):
             raise CheckFailed("head_dla: right direction, wrong size. Divide the head's write by the final "

@@ -121,7 +121,7 @@ def test_direct_logit_attribution_sums_to_the_logit_difference(tiny_model, run):
     labels, contrib, actual = lens.direct_logit_attribution(tiny_model, cache, a, b)
     L, H = tiny_model.cfg.n_layers, tiny_model.cfg.n_heads
     assert len(labels) == len(contrib) == 2 + L * (H + 2) + 1
-    assert math.isclose(actual, float(logits[0, -1, a] - logits[0, -1, b]), abs_tol=1e-4)
+    assert math.isclose(actual, float((logits[0, -1, a] - logits[0, -1, b]).detach()), abs_tol=1e-4)
     assert math.isclose(float(contrib.sum()), actual, abs_tol=1e-4)
     # heads agree with TransformerLens's own stack + apply_ln_to_stack
     stack = cache.stack_head_results(layer=-1, pos_slice=-1, apply_ln=True)[:, 0]  # [L*H, d]
@@ -195,7 +195,7 @@ def test_head_dla_checker(tiny_model, run):
 
     def unscaled(model, cache, layer, head, a, b):
         w = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head] @ model.W_O[layer, head]
-        return float((w - w.mean()) @ (model.W_U[:, a] - model.W_U[:, b]))
+        return float(((w - w.mean()) @ (model.W_U[:, a] - model.W_U[:, b])).detach())
 
     with pytest.raises(CheckFailed, match="scale"):
         lens.check_head_dla(unscaled, tiny_model, cache, 5, 9)
@@ -210,3 +210,33 @@ def test_kl_checker():
         lens.check_kl_divergence(lambda p, q: lens._ref_kl_divergence(q, p))
     with pytest.raises(CheckFailed):  # forgot the softmax: compares logits directly
         lens.check_kl_divergence(lambda p, q: ((p - q) ** 2).sum(-1))
+
+
+def test_block_budget_widget_builds_and_validates(tiny_model):
+    import ipywidgets as widgets
+
+    box = lens.block_budget_widget(tiny_model, "The Eiffel Tower", k=3)
+    assert isinstance(box, widgets.VBox)
+    text, slider, _ = box.children
+    assert slider.max == tiny_model.cfg.n_layers and slider.value == tiny_model.cfg.n_layers
+    slider.value = 0                               # redraws with every block silenced, without error
+    with pytest.raises(ValueError, match="prompt"):
+        lens.block_budget_widget(tiny_model, "")
+
+
+def test_inputs_are_validated(tiny_model, run):
+    tokens, _, cache = run
+    with pytest.raises(TypeError, match="integer tensor"):
+        lens.bigram_floor_logits(tiny_model, tokens.float())
+    with pytest.raises(ValueError, match=r"\[batch, pos\]"):
+        lens.bigram_floor_logits(tiny_model, tokens[0])
+    with pytest.raises(ValueError, match="n_layers"):
+        lens.stream_states(cache, 0)
+    with pytest.raises(ValueError, match="has no"):
+        lens.stream_states(cache, tiny_model.cfg.n_layers + 3)
+    with pytest.raises(ValueError, match="d_model"):
+        lens.unembed(tiny_model, torch.zeros(3, tiny_model.cfg.d_model + 1))
+    with pytest.raises(ValueError, match="seq_len"):
+        lens.corpus_tokens(tiny_model, 4, tiny_model.cfg.n_ctx + 1)
+    with pytest.raises(ValueError, match="steps"):
+        lens.train_tuned_lens(tiny_model, tokens, steps=0)
