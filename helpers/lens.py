@@ -41,6 +41,7 @@ __all__ = [
     "top_tokens",
     "block_budget_figure",
     "block_budget_widget",
+    "paths_terms_figure",
     "rank_probability_figure",
     "top_token_heatmap",
     "kl_figure",
@@ -503,6 +504,41 @@ def block_budget_widget(model, prompt: str, k: int = 8):
     keep.observe(redraw, names="value")
     redraw()
     return widgets.VBox([text, keep, out])
+
+
+def paths_terms_figure(heads: Sequence[int], max_layers: int = 24):
+    """Paths (H + 2)^L and terms 2 + L(H + 1) against depth L, log axis; a dropdown picks H."""
+    import plotly.graph_objects as go
+
+    from .plotting import PALETTE
+
+    heads = [int(h) for h in heads]
+    if not heads or any(h < 1 for h in heads) or not isinstance(max_layers, int) or max_layers < 1:
+        raise ValueError(f"need positive head counts and max_layers >= 1, got {heads!r}, {max_layers!r}.")
+    depth = list(range(1, max_layers + 1))
+
+    def series(h):
+        return [float(count_paths(l, h)) for l in depth], [2 + l * (h + 1) for l in depth]
+
+    paths, terms = series(heads[0])
+    fig = go.Figure([
+        go.Scatter(x=depth, y=paths, mode="lines+markers", name="paths (H + 2)^L", marker_color=PALETTE[0],
+                   hovertemplate="L = %{x}: %{y:.3g} paths<extra></extra>"),
+        go.Scatter(x=depth, y=terms, mode="lines+markers", name="terms 2 + L(H + 1)", marker_color=PALETTE[1],
+                   hovertemplate="L = %{x}: %{y} terms<extra></extra>"),
+    ])
+    buttons = []
+    for h in heads:
+        p, t = series(h)
+        buttons.append({"label": f"H = {h}", "method": "update",
+                        "args": [{"y": [p, t]}, {"title.text": f"With H = {h}, paths multiply by {h + 2} per layer; terms grow by {h + 1}"}]})
+    fig.update_layout(
+        title=f"With H = {heads[0]}, paths multiply by {heads[0] + 2} per layer; terms grow by {heads[0] + 1}",
+        xaxis_title="number of layers L", yaxis_title="count (log scale)", yaxis_type="log", height=440,
+        updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"}],
+        legend={"x": 0.02, "y": 0.85}, margin={"t": 110},
+    )
+    return fig
 
 
 def rank_probability_figure(depth_labels: Sequence[str], ranks, probs, token_str: str, title: str):

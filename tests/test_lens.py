@@ -240,3 +240,12 @@ def test_inputs_are_validated(tiny_model, run):
         lens.corpus_tokens(tiny_model, 4, tiny_model.cfg.n_ctx + 1)
     with pytest.raises(ValueError, match="steps"):
         lens.train_tuned_lens(tiny_model, tokens, steps=0)
+
+
+def test_paths_terms_figure():
+    fig = lens.paths_terms_figure([5, 12], max_layers=12)
+    assert fig.data[0].y[-1] == float(7 ** 12) and fig.data[1].y[-1] == 2 + 12 * 6
+    h12 = fig.layout.updatemenus[0].buttons[1].args[0]["y"]
+    assert h12[0][-1] == float(14 ** 12) and h12[1][-1] == 2 + 12 * 13
+    with pytest.raises(ValueError):
+        lens.paths_terms_figure([], 3)
