@@ -520,7 +520,7 @@ def subspace_overlap(A: torch.Tensor, B: torch.Tensor) -> float:
 
 # ---------------------------------------------------------- the neuron browser
 def neuron_browser_data(model, stats: FFNStats, tokens: torch.Tensor, neurons: dict, k_tokens: int = 8,
-                        context: int = 10) -> dict:
+                        context: int = 7) -> dict:
     """Small, rounded data for the browser: for each (layer, neuron) in ``neurons``
     (layer -> list of neurons), its top prefixes and the tokens its value promotes."""
     _check_model(model)
@@ -564,34 +564,32 @@ def neuron_browser_figure(data: dict, title: str = "What a neuron's key detects 
     keys = sorted(data)
     layers = sorted({l for l, _ in keys})
     n_rows = max(len(d["prefixes"]) for d in data.values())
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.66, 0.34], horizontal_spacing=0.1,
-                        subplot_titles=("Top-activating prefixes: activation, text, [trigger] → next token",
-                                        "Tokens the value promotes"))
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.55, 0.45], vertical_spacing=0.12,
+                        subplot_titles=("Top prefixes: activation, text, [trigger] → next token",
+                                        "Tokens the value promotes (v·W_U)"))
 
     def payload(key):
         d = data[key]
         lines = [_prefix_line(p) for p in d["prefixes"]] + [""] * (n_rows - len(d["prefixes"]))
-        toks = [repr(t) for t, _ in d["promoted"]][::-1]
-        vals = [v for _, v in d["promoted"]][::-1]
-        return lines, toks, vals
+        return lines, [repr(t) for t, _ in d["promoted"]], [v for _, v in d["promoted"]]
 
     lines, bt, bv = payload(keys[0])
     fig.add_trace(go.Scatter(x=[0] * n_rows, y=list(range(n_rows)), text=lines, mode="text", textposition="middle right",
-                             hoverinfo="skip", textfont={"family": "monospace", "size": 12}), row=1, col=1)
-    fig.add_trace(go.Bar(x=bv, y=bt, orientation="h", marker_color="#0072B2",
-                         hovertemplate="%{y}: +%{x:.3f} logit per unit of activation<extra></extra>"), row=1, col=2)
+                             hoverinfo="skip", textfont={"family": "monospace", "size": 11}), row=1, col=1)
+    fig.add_trace(go.Bar(x=bt, y=bv, marker_color="#0072B2",
+                         hovertemplate="%{x}: +%{y:.3f} logit per unit of activation<extra></extra>"), row=2, col=1)
     fig.update_xaxes(visible=False, range=[0, 1], row=1, col=1)
     fig.update_yaxes(visible=False, range=[n_rows - 0.5, -0.5], row=1, col=1)
-    fig.update_xaxes(title_text="logit boost per unit of activation", row=1, col=2)
+    fig.update_yaxes(title_text="logit boost per unit", row=2, col=1)
 
     def args(key):
         lines, bt, bv = payload(key)
-        return {"text": [lines, None], "x": [[0] * n_rows, bv], "y": [list(range(n_rows)), bt]}
+        return {"text": [lines, None], "x": [[0] * n_rows, bt], "y": [list(range(n_rows)), bv]}
 
     menus = []
     for li, layer in enumerate(layers):
         buttons = [{"method": "restyle", "label": f"neuron {k[1]}", "args": [args(k), [0, 1]]} for k in keys if k[0] == layer]
-        menus.append({"buttons": buttons, "direction": "down", "x": 0.14, "y": 1.22, "xanchor": "left",
+        menus.append({"buttons": buttons, "direction": "down", "x": 0.2, "y": 1.16, "xanchor": "left",
                       "showactive": True, "visible": li == 0, "active": 0})
     layer_buttons = []
     for li, layer in enumerate(layers):
@@ -600,9 +598,9 @@ def neuron_browser_figure(data: dict, title: str = "What a neuron's key detects 
         relayout[f"updatemenus[{li + 1}].active"] = 0
         layer_buttons.append({"method": "update", "label": f"block {layer}", "args": [args(first), relayout, [0, 1]]})
     fig.update_layout(
-        updatemenus=[{"buttons": layer_buttons, "direction": "down", "x": 0.0, "y": 1.22, "xanchor": "left",
+        updatemenus=[{"buttons": layer_buttons, "direction": "down", "x": 0.0, "y": 1.16, "xanchor": "left",
                       "showactive": True, "active": 0}] + menus,
-        title={"text": title, "y": 0.98}, height=480, margin={"t": 140, "l": 10, "r": 10}, showlegend=False,
+        title={"text": title, "y": 0.98}, height=700, margin={"t": 150, "l": 10, "r": 10}, showlegend=False,
     )
     return fig
 
