@@ -1,0 +1,142 @@
+"""Tests for helpers.sae: the sparse autoencoder, its training, metrics and splicing."""
+import pytest
+import torch
+
+import helpers.sae as S
+
+
+def _sparse_data(n_true=16, d=8, n=6000, p=0.08, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(n_true, d, generator=g)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    codes = torch.rand(n, n_true, generator=g) * (torch.rand(n, n_true, generator=g) < p)
+    codes = codes[(codes > 0).any(dim=1)]
+    return codes @ dirs, dirs, codes
+
+
+def test_encode_decode_shapes_and_validation():
+    sae = S.SparseAutoencoder(6, 24, seed=0)
+    x = torch.randn(5, 3, 6)
+    recon, f = sae(x)
+    assert recon.shape == x.shape and f.shape == (5, 3, 24) and (f >= 0).all()
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(24), atol=1e-6)
+    with pytest.raises(ValueError, match="d_in=6"):
+        sae.encode(torch.randn(4, 5))
+    with pytest.raises(ValueError):
+        S.SparseAutoencoder(0, 4)
+
+
+def test_train_recovers_known_dictionary_and_keeps_unit_decoder():
+    x, dirs, codes = _sparse_data()
+    sae, log = S.train_sae(x, n_features=32, l1_coeff=3.0, steps=1500, batch=256, seed=0)
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(32), atol=1e-5)
+    rec = S.max_cosine_recovery(sae, dirs)
+    assert rec.shape == (16,) and float(rec.min()) > 0.95
+    m = S.sae_metrics(sae, x)
+    assert set(m) == {"mse", "fvu", "l0", "dead_fraction"}
+    true_l0 = float((codes > 0).sum(dim=1).float().mean())
+    assert m["l0"] < 3 * true_l0  # sparse code
+    assert 0 <= m["fvu"] < 0.5 and 0 <= m["dead_fraction"] <= 1
+    assert log.steps[-1] == 1500 and len(log.mse) == len(log.l0) == len(log.steps)
+
+
+def test_training_is_deterministic():
+    x, _, _ = _sparse_data(n=2000)
+    a, _ = S.train_sae(x, 16, steps=50, seed=3)
+    b, _ = S.train_sae(x, 16, steps=50, seed=3)
+    assert torch.equal(a.W_dec, b.W_dec)
+
+
+def test_resampling_revives_dead_features():
+    x, _, _ = _sparse_data(n=3000)
+    sae = S.SparseAutoencoder(8, 20, seed=0, input_scale=1.0)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+    with torch.no_grad():
+        sae.b_enc[:5] = -100.0  # these five can never fire
+    dead = torch.zeros(20, dtype=torch.bool)
+    dead[:5] = True
+    assert (sae.encode(x)[:, :5] == 0).all()
+    n = S._resample_dead(sae, opt, x, dead, torch.Generator().manual_seed(0))
+    assert n == 5
+    assert (sae.b_enc[:5] == 0).all()
+    assert torch.allclose(sae.W_dec[:5].norm(dim=1), torch.ones(5), atol=1e-5)
+    assert (sae.encode(x)[:, :5] > 0).any(dim=0).all()  # they fire again
+
+
+def test_train_sae_logs_resampling_and_validates():
+    x, _, _ = _sparse_data(n=2000)
+    _, log = S.train_sae(x, 64, steps=200, resample_every=100, seed=0)
+    assert [s for s, _ in log.resampled] == [100]
+    with pytest.raises(ValueError, match="n_samples, d_in"):
+        S.train_sae(x[0], 4)
+    with pytest.raises(ValueError, match="l1_coeff"):
+        S.train_sae(x, 4, l1_coeff=-1)
+
+
+def _identity_sae(d):
+    """An SAE that reconstructs exactly: features ±e_k, x̂ = ReLU(x) − ReLU(−x) = x."""
+    sae = S.SparseAutoencoder(d, 2 * d, input_scale=1.0)
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_metrics_of_an_exact_sae():
+    x = torch.randn(100, 4)
+    m = S.sae_metrics(_identity_sae(4), x)
+    assert m["mse"] < 1e-10 and m["fvu"] < 1e-10 and m["dead_fraction"] == 0.0
+    assert 3 < m["l0"] <= 4  # one of ±e_k per coordinate
+    with pytest.raises(TypeError):
+        S.sae_metrics("not an sae", x)
+
+
+def _bundled_model():
+    import helpers
+
+    try:
+        return helpers.load_model("rs-gpt2-4l", device="cpu")
+    except (FileNotFoundError, ValueError, helpers.ModelUnavailableError) as exc:
+        pytest.skip(f"bundled model not available: {exc}")
+
+
+def test_loss_recovered_on_the_bundled_model():
+    model = _bundled_model()
+    d = model.cfg.d_model
+    tokens = model.to_tokens(["The Eiffel Tower is located in Paris.", "The capital of France is Paris."] * 2)[:, :8]
+    res = S.loss_recovered(model, tokens, "blocks.1.hook_resid_post", _identity_sae(d))
+    assert res["spliced"] == pytest.approx(res["clean"], abs=1e-4)
+    assert res["loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+    assert res["zero_ablated"] > res["clean"]
+    acts = S.collect_activations(model, tokens, "blocks.1.hook_resid_post")
+    assert acts.shape == (tokens.shape[0] * (tokens.shape[1] - 1), d)
+    with pytest.raises(ValueError, match="unknown hook"):
+        S.collect_activations(model, tokens, "blocks.1.hook_nonsense")
+
+
+def test_labelling_and_purity_helpers():
+    lex = S.world_lexicon()
+    assert lex["France"] == "country" and lex["Paris"] == "city" and lex["Eiffel Tower"] == "landmark"
+    acts = torch.tensor([[3.0, 0.0], [2.0, 1.0], [1.0, 2.0], [0.0, 3.0]])
+    pur, units, tops = S.unit_purity(acts, ["country", "country", "city", "x"], k=2)
+    assert units.tolist() == [0, 1] and tops[0] == "country" and pur.tolist() == [1.0, 0.5]
+    tokens, labels = S.pack_sequences(list(range(10)), [str(i) for i in range(10)], seq_len=4, bos_id=99)
+    assert tokens.tolist() == [[99, 0, 1, 2], [99, 3, 4, 5], [99, 6, 7, 8]] and labels == [str(i) for i in range(9)]
+    with pytest.raises(ValueError):
+        S.pack_sequences([1, 2], ["a"], 4, 0)
+    fig = S.feature_explorer_figure([{"name": "f1", "contexts": [("a [b] c", 2.0)], "promoted": [" x"]},
+                                     {"name": "f2", "contexts": [("d [e]", 1.0)], "promoted": [" y"]}], "t")
+    assert len(fig.layout.updatemenus[0].buttons) == 2 and fig.data[0].type == "bar"
+
+
+def test_label_tokens_on_the_bundled_tokenizer():
+    model = _bundled_model()
+    ids, labels = S.label_tokens(model.tokenizer, ["The Eiffel Tower is located in Paris."], S.world_lexicon())
+    assert len(ids) == len(labels)
+    words = [model.tokenizer.decode([i]) for i in ids]
+    assert labels[words.index(" Paris")] == "city"
+    assert labels[words.index(" is")] == " is"
+    assert "landmark" in labels

@@ -1,0 +1,196 @@
+"""Tests for helpers.superposition: packing bounds, the toy model, dimensionality, checkers."""
+import math
+
+import pytest
+import torch
+
+import helpers.superposition as sp
+from helpers.exercises import CheckFailed
+
+
+# --- dimensionality on hand-built polytopes ----------------------------------------------------
+@pytest.mark.parametrize(
+    "W, expected",
+    [
+        (sp.regular_polygon(2), 1 / 2),          # digon: antipodal pair
+        (sp.regular_polygon(3), 2 / 3),          # triangle
+        (sp.regular_polygon(5), 2 / 5),          # pentagon
+        (sp.regular_tetrahedron(), 3 / 4),       # tetrahedron in 3-D
+        (torch.eye(4, dtype=torch.float64), 1.0),  # orthogonal features
+    ],
+)
+def test_feature_dimensionality_polytopes(W, expected):
+    D = sp.feature_dimensionality(W)
+    assert D.shape == (W.shape[1],)
+    assert torch.allclose(D, torch.full_like(D, expected), atol=1e-12)
+
+
+def test_feature_dimensionality_is_scale_invariant_and_zero_for_absent_features():
+    W = torch.cat([sp.regular_polygon(3) * 2.5, torch.zeros(2, 1, dtype=torch.float64)], dim=1)
+    D = sp.feature_dimensionality(W)
+    assert torch.allclose(D[:3], torch.full((3,), 2 / 3, dtype=torch.float64))
+    assert D[3] == 0
+
+
+def test_polytopes_are_what_they_claim():
+    tet = sp.regular_tetrahedron()
+    gram = tet.T @ tet
+    assert torch.allclose(gram.diagonal(), torch.ones(4, dtype=torch.float64))
+    off = gram[~torch.eye(4, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, -1 / 3))
+    gaps = sp.feature_angles(sp.regular_polygon(5))[:, 1]
+    assert torch.allclose(gaps, torch.full((5,), 72.0, dtype=torch.float64), atol=1e-9)
+
+
+def test_dimensions_per_feature():
+    assert sp.dimensions_per_feature(torch.eye(3)) == pytest.approx(1.0)
+    assert sp.dimensions_per_feature(sp.regular_polygon(5)) == pytest.approx(2 / 5)
+
+
+def test_dimensionality_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="d_hidden, n_features"):
+        sp.feature_dimensionality(torch.ones(3))
+    with pytest.raises(ValueError, match="2-D hidden"):
+        sp.feature_angles(torch.ones(3, 4))
+
+
+# --- packing --------------------------------------------------------------------------------
+def test_random_unit_vectors_and_max_cosine():
+    V = sp.random_unit_vectors(50, 10, seed=3)
+    assert torch.allclose(V.norm(dim=1), torch.ones(50, dtype=torch.float64))
+    assert torch.equal(V, sp.random_unit_vectors(50, 10, seed=3))  # deterministic
+    assert sp.max_abs_cosine(torch.eye(5)) == 0.0
+    assert sp.max_abs_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        sp.random_unit_vectors(0, 3)
+    with pytest.raises(ValueError):
+        sp.max_abs_cosine(torch.ones(1, 3))
+
+
+def test_jl_formulas():
+    assert sp.jl_interference_bound(2, 8) == pytest.approx(math.sqrt(2 * math.log(4) / 8))
+    assert sp.jl_max_vectors(100, 0.2) == pytest.approx(0.5 * math.exp(1.0))
+    assert sp.jl_min_dimension(10**6, 0.1) == math.ceil(4 * math.log(10**6) / (0.005 - 0.001 / 3))
+    with pytest.raises(ValueError):
+        sp.jl_max_vectors(10, 1.5)
+    # the bound really bounds what we measure
+    V = sp.random_unit_vectors(500, 64, seed=0)
+    assert sp.max_abs_cosine(V) < sp.jl_interference_bound(500, 64)
+
+
+# --- the toy model ----------------------------------------------------------------------------
+def test_toy_model_forward_and_validation():
+    m = sp.ToyModel(3, 5, 2, seed=0)
+    x = torch.rand(3, 7, 5)
+    out = m(x)
+    manual = torch.relu(torch.einsum("ibn,imn,imk->ibk", x, m.W, m.W) + m.b[:, None, :])
+    assert torch.allclose(out, manual, atol=1e-6)
+    with pytest.raises(ValueError, match="n_instances"):
+        m(torch.rand(2, 7, 5))
+
+
+def test_sample_sparse_features_density():
+    g = torch.Generator().manual_seed(0)
+    x = sp.sample_sparse_features(torch.tensor([[1.0, 0.1]]), 20000, g)
+    assert x.shape == (1, 20000, 2)
+    assert (x[0, :, 0] > 0).float().mean() > 0.99
+    assert abs((x[0, :, 1] > 0).float().mean() - 0.1) < 0.01
+    with pytest.raises(ValueError, match="1 − sparsity"):
+        sp.sample_sparse_features(torch.tensor([[1.5]]), 3)
+
+
+def test_train_toy_models_geometry():
+    """Dense: two orthogonal features; sparse: a regular pentagon with negative biases."""
+    dens = torch.tensor([1.0, 0.05])
+    res = sp.train_toy_models(dens[:, None].expand(-1, 5), 0.9 ** torch.arange(5.0), 2,
+                              steps=1000, batch=256, restarts=3, seed=0)
+    assert res.W.shape == (2, 2, 5) and res.b.shape == (2, 5) and res.all_losses.shape == (2, 3)
+    assert torch.allclose(res.loss, res.all_losses.min(dim=1).values)
+    assert sp.represented_features(res.W[0]) == [0, 1]
+    Wd = res.W[0] / res.W[0].norm(dim=0)
+    assert abs(float(Wd[:, 0] @ Wd[:, 1])) < 0.1
+    assert sp.represented_features(res.W[1]) == [0, 1, 2, 3, 4]
+    assert ((sp.feature_angles(res.W[1])[:, 1] - 72).abs() < 6).all()
+    assert (res.b[1] < 0).all()
+
+
+def test_train_toy_models_validation():
+    with pytest.raises(ValueError, match="importance"):
+        sp.train_toy_models(torch.ones(2, 5), torch.ones(2, 4), 2, steps=1)
+    with pytest.raises(ValueError, match="feature_probability"):
+        sp.train_toy_models(torch.ones(5), torch.ones(5), 2, steps=1)
+
+
+def test_antipodal_and_phase_classification():
+    W = torch.tensor([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -0.98]])
+    assert sp.antipodal_pairs(W) == [(0, 2), (1, 3)]
+    assert sp.classify_two_feature_model(torch.tensor([[1.0, -0.9]])) == "superposition"
+    assert sp.classify_two_feature_model(torch.tensor([[1.0, 0.01]])) == "not represented"
+    assert sp.classify_two_feature_model(torch.tensor([[0.0, 1.0]])) == "dedicated dimension"
+    with pytest.raises(ValueError, match="share one direction"):
+        sp.classify_two_feature_model(torch.tensor([[1.0, 1.0]]))
+    with pytest.raises(ValueError, match="shape"):
+        sp.classify_two_feature_model(torch.ones(2, 2))
+
+
+# --- figures ------------------------------------------------------------------------------------
+def test_figures_build():
+    W = torch.stack([sp.regular_polygon(5).float(), sp.regular_polygon(5).float() * 0.5])
+    fig = sp.toy_geometry_slider(W, ["a", "b"], "t")
+    assert len(fig.layout.sliders[0].steps) == 2 and len(fig.data) == 6
+    fig = sp.dimensionality_figure([1.0, 0.1], [[1, 0.5], [0.5, 0.5]], [1.0, 0.5], 2, "t")
+    assert len(fig.data) == 2
+    fig = sp.phase_diagram_figure([["superposition", "not represented"]], [0.5, 2.0], [0.1], "t")
+    assert fig.data[0].z.shape == (1, 2)
+    with pytest.raises(ValueError):
+        sp.toy_geometry_slider(W, ["a"], "t")
+
+
+# --- checkers ---------------------------------------------------------------------------------
+def _stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+def test_check_feature_dimensionality():
+    assert sp.check_feature_dimensionality(sp.solution_feature_dimensionality)
+    assert sp.check_feature_dimensionality(_stub) is False
+
+    def unnormalised(W):  # forgets to normalise W_i in the denominator
+        W = torch.as_tensor(W, dtype=torch.float64)
+        return W.norm(dim=0) ** 2 / ((W.T @ W) ** 2).sum(dim=1)
+
+    with pytest.raises(CheckFailed, match="Normalise"):
+        sp.check_feature_dimensionality(unnormalised)
+
+    def rows_not_columns(W):
+        return sp.feature_dimensionality(torch.as_tensor(W).T)
+
+    with pytest.raises(CheckFailed):
+        sp.check_feature_dimensionality(rows_not_columns)
+
+
+def test_check_expected_interference():
+    assert sp.check_expected_interference(sp.solution_expected_interference)
+    assert sp.check_expected_interference(_stub) is False
+    with pytest.raises(CheckFailed, match="symmetry"):
+        sp.check_expected_interference(lambda d: 1 / math.sqrt(d))
+
+
+def test_check_antipodal_pairs():
+    assert sp.check_antipodal_pairs(sp.solution_antipodal_pairs)
+    assert sp.check_antipodal_pairs(_stub) is False
+
+    def ignores_norm(W):  # counts features that are not represented
+        unit = W / W.norm(dim=0).clamp_min(1e-12)
+        n = W.shape[1]
+        return [(i, j) for i in range(n) for j in range(i + 1, n) if float(unit[:, i] @ unit[:, j]) < -0.95]
+
+    with pytest.raises(CheckFailed, match="not represented"):
+        sp.check_antipodal_pairs(ignores_norm)
+
+    def raw_dot(W):  # compares dot products, not cosines
+        n = W.shape[1]
+        return [(i, j) for i in range(n) for j in range(i + 1, n) if float(W[:, i] @ W[:, j]) < -0.95]
+
+    with pytest.raises(CheckFailed):
+        sp.check_antipodal_pairs(raw_dot)
