@@ -249,3 +249,26 @@ def test_paths_terms_figure():
     assert h12[0][-1] == float(14 ** 12) and h12[1][-1] == 2 + 12 * 13
     with pytest.raises(ValueError):
         lens.paths_terms_figure([], 3)
+
+
+def _bundled_ready() -> bool:
+    from helpers import zoo
+
+    return (zoo.model_dir("rs-gpt2-4l") / "model.safetensors").exists()
+
+
+@pytest.mark.skipif(not _bundled_ready(), reason="the bundled rs-gpt2-4l has not been trained yet")
+def test_chapter_claims_hold_on_the_bundled_model():
+    model = helpers.load_model("rs-gpt2-4l", device="cpu")
+    tokens = model.to_tokens("The Eiffel Tower is located in")
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens)
+    paris = model.to_single_token(" Paris")
+    assert int(logits[0, -1].argmax()) == paris
+    floor = lens.bigram_floor_logits(model, tokens)
+    assert float((floor.argmax(-1) == tokens).float().mean()) > 0.5         # the tied floor echoes its input
+    ll, _ = lens.logit_lens(model, cache)
+    ranks = lens.token_rank(ll[:, 0, -1], paris)
+    assert int(ranks[0]) > 0 and int(ranks[-1]) == 0
+    labels, contrib, actual = lens.direct_logit_attribution(model, cache, " Paris", " London")
+    assert abs(float(contrib.sum()) - actual) < 1e-4
