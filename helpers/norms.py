@@ -1,0 +1,580 @@
+"""Where the LayerNorm sits: a small transformer that can be built pre-LN or post-LN.
+
+Chapter 3 compares the two placements of LayerNorm on one codebase. ``NormGPT``
+is a nanoGPT-sized decoder whose blocks either normalise the sum after each
+residual addition (post-LN, ``x = LN(x + F(x))``, Vaswani et al. 2017) or
+normalise only what a sub-layer reads (pre-LN, ``x = x + F(LN(x))``); every
+other line, and the initial weights for a given seed, are shared. Identity
+modules named like TransformerLens hooks (``blocks.3.hook_resid_post``) expose
+the stream, :func:`stream_norms` and :func:`ffn_grad_norms` measure it going
+forward and backward, :func:`train_lm` is the chapter's small training loop on
+character-level text from :mod:`helpers.zoo.corpus`, and the ``check_*``
+functions are the chapter's exercise checkers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .exercises import CheckFailed, check_function, compare, passed
+from .plotting import PALETTE
+
+__all__ = [
+    "NormConfig",
+    "NormGPT",
+    "stream_cache",
+    "stream_norms",
+    "ffn_grad_norms",
+    "stream_jacobian",
+    "xiong_bounds",
+    "CharData",
+    "char_data",
+    "train_lm",
+    "depth_profiles",
+    "depth_slider_figure",
+    "loss_curves_figure",
+    "deepnorm_block_update",
+    "check_deepnorm_block_update",
+    "check_xiong_bounds",
+    "loglog_slope",
+    "check_loglog_slope",
+]
+
+NORMS = ("pre", "post")
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NormConfig:
+    """Shape and placement of a :class:`NormGPT`.
+
+    The defaults follow the setting of Xiong et al. (2020): ReLU MLP whose hidden
+    width equals ``d_model``, no biases, every weight matrix Xavier-Gaussian
+    (entries N(0, 2/(fan_in + fan_out)), which is N(0, 1/d) for a square map).
+    """
+
+    norm: str = "pre"  # "pre" (x + F(LN(x))) or "post" (LN(x + F(x)))
+    n_layers: int = 6
+    d_model: int = 64
+    n_heads: int = 4
+    d_mlp: int = 64
+    n_ctx: int = 64
+    d_vocab: int = 80
+    act: str = "relu"  # "relu" or "gelu"
+    init_std: float | None = None  # None: Xavier-Gaussian; a number: N(0, init_std²) for every matrix
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be 'pre' or 'post', got {self.norm!r}.")
+        if self.act not in ("relu", "gelu"):
+            raise ValueError(f"act must be 'relu' or 'gelu', got {self.act!r}.")
+        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "d_vocab"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        if self.init_std is not None and not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
+            raise ValueError(f"init_std must be None (Xavier) or a positive number, got {self.init_std!r}.")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
+
+
+class HookPoint(nn.Identity):
+    """Does nothing; exists so that a forward hook can read the stream here."""
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with gain 1 and bias 0 at initialisation: ‖LN(x)‖² = d (up to eps)."""
+
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d))
+        self.b = nn.Parameter(torch.zeros(d))
+        self.eps = eps
+
+    def forward(self, x):  # (B, T, d)
+        x = x - x.mean(-1, keepdim=True)
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w + self.b
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: NormConfig):
+        super().__init__()
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.W_Q = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.W_K = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.W_V = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.W_O = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x):  # (B, T, d)
+        B, T, d = x.shape
+        q, k, v = (W(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
+                   for W in (self.W_Q, self.W_K, self.W_V))  # (B, H, T, d_head)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d_head)
+        return self.W_O(z.transpose(1, 2).reshape(B, T, d))  # (B, T, d)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: NormConfig):
+        super().__init__()
+        self.W_in = nn.Linear(cfg.d_model, cfg.d_mlp, bias=False)
+        self.W_out = nn.Linear(cfg.d_mlp, cfg.d_model, bias=False)  # Xiong's W^{2,l}
+        self.act = F.relu if cfg.act == "relu" else F.gelu
+
+    def forward(self, x):  # (B, T, d)
+        return self.W_out(self.act(self.W_in(x)))  # (B, T, d_mlp) inside
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: NormConfig):
+        super().__init__()
+        self.norm = cfg.norm
+        self.ln1, self.attn = LayerNorm(cfg.d_model), Attention(cfg)
+        self.ln2, self.mlp = LayerNorm(cfg.d_model), MLP(cfg)
+        self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
+
+    def forward(self, x):  # (B, T, d) -> (B, T, d)
+        x = self.hook_resid_pre(x)
+        if self.norm == "pre":  # the stream itself is never normalised: identity path
+            x = self.hook_resid_mid(x + self.attn(self.ln1(x)))
+            x = x + self.mlp(self.ln2(x))
+        else:  # post-LN: the sum is normalised, so the stream is reset every sub-layer
+            x = self.hook_resid_mid(self.ln1(x + self.attn(x)))
+            x = self.ln2(x + self.mlp(x))
+        return self.hook_resid_post(x)
+
+
+class NormGPT(nn.Module):
+    """A decoder-only transformer with LayerNorm before (pre-LN) or after (post-LN) each sub-layer.
+
+    ``forward(tokens)`` returns logits; ``forward_stream(x)`` runs the blocks on
+    given stream vectors (no embedding, no unembedding) and returns h_L.
+    Pre-LN ends with a final LayerNorm (``ln_final``) before the unembedding;
+    post-LN does not need one, since its last operation is already a LayerNorm.
+    """
+
+    def __init__(self, cfg: NormConfig, seed: int = 0):
+        super().__init__()
+        if not isinstance(cfg, NormConfig):
+            raise TypeError(f"NormGPT expects a NormConfig, got {type(cfg).__name__}.")
+        self.cfg = cfg
+        self.W_E = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.W_pos = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.W_U = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int = 0) -> None:
+        """Initialise from ``seed`` only: the pre-LN and post-LN models get identical weights."""
+        gen = torch.Generator().manual_seed(int(seed))
+        for name, p in self.named_parameters():  # same names, same order in both placements
+            if name.endswith(".w"):
+                p.fill_(1.0)
+            elif name.endswith(".b"):
+                p.zero_()
+            elif name.startswith(("W_E", "W_pos")):  # token + position: E‖h_0‖² = d
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(2))
+            else:  # Xavier-Gaussian (nn.Linear stores (out, in)), or a fixed std as in GPT-2
+                std = self.cfg.init_std or math.sqrt(2.0 / (p.shape[0] + p.shape[1]))
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+    def forward_stream(self, x):  # (B, T, d) -> (B, T, d)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, tokens):  # (B, T) int -> (B, T, d_vocab)
+        if tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2:
+            raise ValueError(f"tokens must be a 2-D integer tensor (batch, pos), got {tokens.dtype} {tuple(tokens.shape)}.")
+        T = tokens.shape[1]
+        if T > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {T} exceeds n_ctx={self.cfg.n_ctx}.")
+        h0 = self.hook_embed(self.W_E(tokens) + self.W_pos(torch.arange(T)))  # (B, T, d)
+        return self.W_U(self.ln_final(self.forward_stream(h0)))  # (B, T, d_vocab)
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, NormGPT):
+        raise TypeError(f"expected a NormGPT, got {type(model).__name__}.")
+
+
+def _check_input(model, x) -> None:
+    d = model.cfg.d_model
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a tensor, got {type(x).__name__}.")
+    if x.is_floating_point():
+        if x.dim() != 3 or x.shape[-1] != d:
+            raise ValueError(f"stream input must have shape (batch, pos, {d}), got {tuple(x.shape)}.")
+    elif x.dim() != 2:
+        raise ValueError(f"token input must have shape (batch, pos), got {tuple(x.shape)}.")
+
+
+def stream_cache(model: NormGPT, x) -> dict[str, torch.Tensor]:
+    """Run ``model`` on tokens (B, T) or stream vectors (B, T, d); return every stream hook's value.
+
+    Keys follow TransformerLens: ``blocks.{l}.hook_resid_pre/mid/post`` (and
+    ``hook_embed`` for token input).
+    """
+    _check_model(model)
+    _check_input(model, x)
+    cache, handles = {}, []
+    for name, mod in model.named_modules():
+        if isinstance(mod, HookPoint):
+            handles.append(mod.register_forward_hook(lambda m, i, o, name=name: cache.__setitem__(name, o.detach())))
+    try:
+        with torch.no_grad():
+            model(x) if not x.is_floating_point() else model.forward_stream(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return cache
+
+
+def stream_norms(model: NormGPT, x) -> np.ndarray:
+    """Mean squared norm E‖h_l‖² of the stream for l = 0..L (h_0 = input, h_l = after block l)."""
+    cache = stream_cache(model, x)
+    L = model.cfg.n_layers
+    states = [cache["blocks.0.hook_resid_pre"]] + [cache[f"blocks.{l}.hook_resid_post"] for l in range(L)]
+    return np.array([float(h.pow(2).sum(-1).mean()) for h in states])
+
+
+def ffn_grad_norms(model: NormGPT, tokens, which: str = "W_out") -> np.ndarray:
+    """Frobenius norm of ∂loss/∂W for each layer's MLP matrix (``W_out`` is Xiong's W^{2,l}).
+
+    The loss is next-token cross-entropy on ``tokens`` (B, T).
+    """
+    _check_model(model)
+    if which not in ("W_in", "W_out"):
+        raise ValueError(f"which must be 'W_in' or 'W_out', got {which!r}.")
+    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise ValueError("tokens must be an integer tensor (batch, pos) with at least 2 positions.")
+    model.zero_grad(set_to_none=True)
+    logits = model(tokens[:, :-1])
+    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)).backward()
+    out = np.array([float(getattr(b.mlp, which).weight.grad.norm()) for b in model.blocks])
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def stream_jacobian(model: NormGPT, x0) -> torch.Tensor:
+    """∂h_L/∂h_0 for a single stream vector ``x0`` of shape (d,) run as a one-token sequence: (d, d).
+
+    Rows index the input coordinate, columns the output (vectors are rows: h_L ≈ h_0 J).
+    """
+    _check_model(model)
+    d = model.cfg.d_model
+    if not isinstance(x0, torch.Tensor) or tuple(x0.shape) != (d,):
+        raise ValueError(f"x0 must be a tensor of shape ({d},), got {getattr(x0, 'shape', type(x0).__name__)}.")
+    J = torch.autograd.functional.jacobian(lambda v: model.forward_stream(v.view(1, 1, d)).view(d), x0)
+    return J.T.detach()  # jacobian() gives (out, in)
+
+
+def xiong_bounds(l, d: int) -> tuple:
+    """Xiong et al. (2020), Lemma 2, pre-LN: (1 + l/2)·d ≤ E‖h_l‖² ≤ (1 + 3l/2)·d."""
+    if not isinstance(d, int) or d < 1:
+        raise ValueError(f"d must be a positive int, got {d!r}.")
+    larr = np.asarray(l, dtype=float)
+    if np.any(larr < 0):
+        raise ValueError("l (number of blocks) must be >= 0.")
+    lo, hi = (1 + larr / 2) * d, (1 + 3 * larr / 2) * d
+    return (float(lo), float(hi)) if larr.ndim == 0 else (lo, hi)
+
+
+# ---------------------------------------------------------------------------
+# Data and training
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CharData:
+    """Character-level text: ``train``/``val`` token tensors and the alphabet ``chars``."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    chars: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def char_data(n_docs: int = 600, seed: int = 0, val_fraction: float = 0.1) -> CharData:
+    """Character-level tokens of ``n_docs`` documents of the book's generated corpus."""
+    from .zoo import corpus
+
+    if not isinstance(n_docs, int) or n_docs < 10:
+        raise ValueError(f"n_docs must be an int >= 10, got {n_docs!r}.")
+    if not 0 < val_fraction < 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction!r}.")
+    text = "\n".join(corpus.generate_corpus(seed=seed, n_docs=n_docs))
+    chars = "".join(sorted(set(text)))
+    ids = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
+    n_val = int(len(ids) * val_fraction)
+    return CharData(train=ids[:-n_val], val=ids[-n_val:], chars=chars)
+
+
+def _batch(ids: torch.Tensor, batch_size: int, T: int, gen: torch.Generator) -> torch.Tensor:
+    starts = torch.randint(0, len(ids) - T - 1, (batch_size,), generator=gen)
+    return torch.stack([ids[s : s + T + 1] for s in starts.tolist()])  # (B, T+1)
+
+
+def train_lm(cfg: NormConfig, data: CharData, steps: int = 150, lr: float = 3e-3, warmup: int = 0,
+             batch_size: int = 16, seq_len: int = 64, seed: int = 0) -> dict:
+    """Train a :class:`NormGPT` with Adam (β = 0.9, 0.98; no clipping, no weight decay).
+
+    The learning rate rises linearly from 0 to ``lr`` over ``warmup`` steps, then
+    stays constant. Returns the per-step training losses and the final
+    validation loss (mean over 8 fixed batches); a run that produces a NaN stops
+    and reports ``diverged=True``.
+    """
+    if not isinstance(cfg, NormConfig):
+        raise TypeError(f"cfg must be a NormConfig, got {type(cfg).__name__}.")
+    if not isinstance(data, CharData):
+        raise TypeError(f"data must be a CharData (see char_data), got {type(data).__name__}.")
+    if cfg.d_vocab < data.vocab_size:
+        raise ValueError(f"cfg.d_vocab={cfg.d_vocab} is smaller than the data's alphabet ({data.vocab_size}).")
+    if seq_len > cfg.n_ctx:
+        raise ValueError(f"seq_len={seq_len} exceeds cfg.n_ctx={cfg.n_ctx}.")
+    if not (isinstance(steps, int) and steps > 0 and isinstance(warmup, int) and 0 <= warmup <= steps):
+        raise ValueError(f"need steps > 0 and 0 <= warmup <= steps, got steps={steps!r}, warmup={warmup!r}.")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}.")
+    model = NormGPT(cfg, seed=seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    losses, diverged = [], False
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
+        xy = _batch(data.train, batch_size, seq_len, gen)
+        logits = model(xy[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, cfg.d_vocab), xy[:, 1:].reshape(-1))
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    val_gen = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        val = [float(F.cross_entropy(model(b[:, :-1]).reshape(-1, cfg.d_vocab), b[:, 1:].reshape(-1)))
+               for b in (_batch(data.val, batch_size, seq_len, val_gen) for _ in range(8))]
+    val_loss = float(np.mean(val)) if not diverged and np.all(np.isfinite(val)) else float("nan")
+    return {"losses": np.array(losses), "val_loss": val_loss, "diverged": diverged, "model": model}
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+def depth_profiles(depths, d_model: int = 64, n_seeds: int = 3, tokens=None, batch: int = 16, seq_len: int = 32,
+                   **cfg_kwargs) -> dict:
+    """For each depth L: mean E‖h_l‖²/d (l = 0..L) and ‖∂loss/∂W_out‖ per layer, pre-LN and post-LN.
+
+    Norms use i.i.d. N(0, I_d) stream inputs; gradients use next-token loss on
+    ``tokens`` (B, T). Both are averaged over ``n_seeds`` initialisations.
+    """
+    depths = [int(L) for L in depths]
+    if not depths or min(depths) < 1:
+        raise ValueError("depths must be a non-empty list of positive ints.")
+    if tokens is None:
+        raise ValueError("depth_profiles needs tokens (batch, pos) for the gradient profile.")
+    out = {"depths": depths, "norm": {}, "grad": {}}
+    for norm in NORMS:
+        out["norm"][norm], out["grad"][norm] = [], []
+        for L in depths:
+            n_acc, g_acc = [], []
+            for s in range(n_seeds):
+                cfg = NormConfig(norm=norm, n_layers=L, d_model=d_model, d_mlp=cfg_kwargs.get("d_mlp", d_model),
+                                 **{k: v for k, v in cfg_kwargs.items() if k != "d_mlp"})
+                model = NormGPT(cfg, seed=s)
+                x = torch.randn(batch, seq_len, d_model, generator=torch.Generator().manual_seed(1000 + s))
+                n_acc.append(stream_norms(model, x) / d_model)
+                g_acc.append(ffn_grad_norms(model, tokens))
+            out["norm"][norm].append(np.mean(n_acc, axis=0))
+            out["grad"][norm].append(np.mean(g_acc, axis=0))
+    return out
+
+
+def depth_slider_figure(profiles: dict, active: int | None = None):
+    """Two panels (stream norm by layer, FFN gradient by layer) with a slider over model depth."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not isinstance(profiles, dict) or not {"depths", "norm", "grad"} <= set(profiles):
+        raise ValueError("profiles must be the dict returned by depth_profiles.")
+    depths = profiles["depths"]
+    active = len(depths) - 1 if active is None else active
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "Forward: the pre-LN stream grows, post-LN stays at d",
+        "Backward: post-LN gradients grow toward the output"))
+
+    def traces(i):
+        L = depths[i]
+        layers = list(range(L + 1))
+        lo, hi = xiong_bounds(np.array(layers), 1)
+        r = lambda a: [round(float(v), 4) for v in a]  # noqa: E731
+        return [
+            (layers, r(profiles["norm"]["pre"][i])), (layers, r(profiles["norm"]["post"][i])),
+            (layers, r(lo)), (layers, r(hi)),
+            (list(range(1, L + 1)), r(profiles["grad"]["pre"][i])),
+            (list(range(1, L + 1)), r(profiles["grad"]["post"][i])),
+        ]
+
+    styles = [
+        dict(name="pre-LN", line=dict(color=PALETTE[0]), mode="lines+markers", col=1),
+        dict(name="post-LN", line=dict(color=PALETTE[3]), mode="lines+markers", col=1),
+        dict(name="Xiong lower bound", line=dict(color="#777", dash="dot"), mode="lines", col=1),
+        dict(name="Xiong upper bound", line=dict(color="#777", dash="dash"), mode="lines", col=1),
+        dict(name="pre-LN", line=dict(color=PALETTE[0]), mode="lines+markers", col=2, showlegend=False),
+        dict(name="post-LN", line=dict(color=PALETTE[3]), mode="lines+markers", col=2, showlegend=False),
+    ]
+    for (x, y), st in zip(traces(active), styles):
+        col = st.pop("col")
+        fig.add_trace(go.Scatter(x=x, y=y, legendgroup=st["name"], **st), row=1, col=col)
+    ymax = max(max(max(a) for a in profiles["norm"][n]) for n in NORMS) * 1.05
+    steps = []
+    for i, L in enumerate(depths):
+        tr = traces(i)
+        steps.append({"method": "restyle", "label": str(L),
+                      "args": [{"x": [t[0] for t in tr], "y": [t[1] for t in tr]}]})
+    fig.update_xaxes(title_text="layer l (0 = input)", row=1, col=1)
+    fig.update_xaxes(title_text="layer l", row=1, col=2)
+    fig.update_yaxes(title_text="E‖h_l‖² / d", range=[0, ymax], row=1, col=1)
+    fig.update_yaxes(title_text="‖∂loss/∂W_out‖ (Frobenius)", type="log", row=1, col=2)
+    fig.update_layout(
+        title="Stream norm and FFN gradient at initialisation, by layer (slide to change depth)",
+        sliders=[{"active": active, "currentvalue": {"prefix": "depth L = "}, "steps": steps, "pad": {"t": 50}}],
+        height=500, margin={"b": 120}, legend={"orientation": "h", "y": -0.45},
+    )
+    return fig
+
+
+def loss_curves_figure(curves: dict, smooth: int = 5, title: str = ""):
+    """One line per variant: mean training loss over seeds, with the min-max band across seeds."""
+    import plotly.graph_objects as go
+
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError("curves must map a variant name to an array (seeds, steps) of losses.")
+    fig = go.Figure()
+    kernel = np.ones(smooth) / smooth
+    for i, (name, arr) in enumerate(curves.items()):
+        arr = np.asarray(arr, dtype=float)
+        if arr.ndim != 2:
+            raise ValueError(f"curves[{name!r}] must have shape (seeds, steps), got {arr.shape}.")
+        sm = np.array([np.convolve(a, kernel, mode="valid") for a in arr])
+        x = list(range(smooth, arr.shape[1] + 1))
+        color = PALETTE[i % len(PALETTE)]
+        r = lambda a: np.round(a, 4).tolist()  # noqa: E731
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=r(sm.max(0)) + r(sm.min(0))[::-1], fill="toself",
+                                 fillcolor=color, opacity=0.18, line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False, legendgroup=name))
+        fig.add_trace(go.Scatter(x=x, y=r(sm.mean(0)), name=name, line=dict(color=color), legendgroup=name))
+    fig.update_layout(title=title, xaxis_title="training step", yaxis_title="training loss (nats/char)",
+                      height=450)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Exercises: reference solutions and checkers
+# ---------------------------------------------------------------------------
+def deepnorm_block_update(x, attn, mlp, ln1, ln2, alpha: float):
+    """Reference: one DeepNorm block (Wang et al. 2022): post-LN with the stream up-weighted by alpha."""
+    x = ln1(alpha * x + attn(x))
+    return ln2(alpha * x + mlp(x))
+
+
+def check_deepnorm_block_update(fn) -> bool:
+    """Checker for the exercise 'implement one DeepNorm block update'."""
+    torch.manual_seed(0)
+    block = Block(NormConfig(norm="post", d_model=16, n_heads=2, d_mlp=32))
+    block.ln1.w.data.uniform_(0.5, 1.5)  # non-trivial gains, so the LayerNorms must really be used
+    block.ln2.b.data.normal_(0, 0.3)
+    parts = (block.attn, block.mlp, block.ln1, block.ln2)
+    cases = [((torch.randn(2, 5, 16) * s, *parts), {"alpha": a}) for s, a in ((1.0, 2.0), (3.0, 1.5), (1.0, 1.0))]
+    x, a, m, l1, l2 = cases[0][0]
+    al = cases[0][1]["alpha"]
+    wrong = {
+        "you multiplied the sub-layer's output by alpha instead of the stream: DeepNorm up-weights the "
+        "residual x, so the LayerNorm sees alpha·x + F(x)": lambda: l2(l1(x + al * a(x)) + al * m(l1(x + al * a(x)))),
+        "you wrote a pre-LN block; DeepNorm keeps post-LN's order (add, then normalise)":
+            lambda: (lambda y: al * y + m(l2(y)))(al * x + a(l1(x))),
+        "the MLP must read the stream after the first LayerNorm, and the second sum must be "
+        "up-weighted too: x = ln1(alpha·x + attn(x)); out = ln2(alpha·x + mlp(x))":
+            lambda: l2(al * l1(al * x + a(x)) + m(x)),
+    }
+    with torch.no_grad():
+        try:
+            return check_function(fn, deepnorm_block_update, cases, "deepnorm_block_update",
+                                  hint="DeepNorm is post-LN with the residual scaled: x ← LN(alpha·x + F(x)), "
+                                       "once for attention (ln1) and once for the MLP (ln2).")
+        except CheckFailed:
+            got = fn(*cases[0][0], **cases[0][1])
+            if isinstance(got, torch.Tensor) and got.shape == x.shape:
+                for msg, make in wrong.items():
+                    if torch.allclose(got, make(), atol=1e-5):
+                        raise CheckFailed(f"deepnorm_block_update: {msg}.") from None
+            raise
+
+
+def loglog_slope(depths, values) -> float:
+    """Reference: least-squares slope p of log(values) against log(depths), i.e. values ∝ depths^p."""
+    return float(np.polyfit(np.log(np.asarray(depths, float)), np.log(np.asarray(values, float)), 1)[0])
+
+
+def check_loglog_slope(fn) -> bool:
+    """Checker for the exercise 'measure how the last layer's gradient scales with depth'."""
+    Ls = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
+    cases = [((Ls, 3.0 * Ls ** -0.5), {}), ((Ls, 0.7 * np.ones(5)), {}),
+             ((Ls[:4], np.array([1.0, 0.8, 0.55, 0.41])), {}), ((np.array([1.0, 10.0]), np.array([2.0, 200.0])), {})]
+    try:
+        got = fn(Ls, 3.0 * Ls ** -0.5)
+    except NotImplementedError:
+        print("… loglog_slope: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        return False
+    raw = float(np.polyfit(Ls, 3.0 * Ls ** -0.5, 1)[0])  # the slope you get without logarithms
+    if isinstance(got, (int, float, np.floating)) and math.isclose(float(got), raw, rel_tol=1e-3):
+        raise CheckFailed("loglog_slope: that is the slope of the raw values; take logarithms of both "
+                          "depths and values first (a power law is a straight line on log-log axes).")
+    return check_function(lambda d, v: float(fn(d, v)), loglog_slope, cases, "loglog_slope", atol=1e-6,
+                          hint="fit a straight line to (log L, log value), e.g. with np.polyfit(..., 1), "
+                               "and return its slope: values ∝ L^p has slope p.")
+
+
+def _xiong_ref(l: int, d: int) -> tuple:
+    return xiong_bounds(l, d)
+
+
+def check_xiong_bounds(fn) -> bool:
+    """Checker for the exercise 'compute the Xiong bound for given l and d'."""
+    cases = [((l, d), {}) for l, d in ((0, 64), (1, 64), (4, 128), (12, 768), (24, 1024))]
+    try:
+        got = fn(5, 100)
+    except NotImplementedError:
+        print("… xiong_bounds: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        return False
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        raise CheckFailed(f"xiong_bounds(5, 100): return a pair (lower, upper), got {got!r}.")
+    if got[0] > got[1]:
+        raise CheckFailed("xiong_bounds: the first entry must be the lower bound (it is larger than the second).")
+    if math.isclose(float(got[0]), 2.5 * 100, rel_tol=1e-6) or math.isclose(float(got[1]), 7.5 * 100, rel_tol=1e-6):
+        raise CheckFailed("xiong_bounds(5, 100): you dropped the 1·d that the input h_0 already carries: "
+                          "E‖h_0‖² = d before any block writes.")
+
+    def as_tuple(*a):
+        r = fn(*a)
+        return tuple(float(v) for v in r) if isinstance(r, (tuple, list)) else r
+
+    return check_function(as_tuple, _xiong_ref, cases, "xiong_bounds",
+                          hint="each block adds between d/2 (the ReLU MLP alone) and 3d/2 (MLP plus an attention "
+                               "write of at most d) to E‖h‖², starting from E‖h_0‖² = d.")
