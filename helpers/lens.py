@@ -391,7 +391,12 @@ def tuned_lens_logits(model, lens, cache):
     """Tuned-lens logits [L + 1, batch, pos, vocab] at h0 … hL (hL read as is)."""
     import torch
 
-    states, _ = stream_states(cache, _n_layers(model), sublayers=False)
+    n, d = _n_layers(model), int(model.cfg.d_model)
+    A = getattr(lens, "A", None)
+    if A is None or tuple(A.shape) != (n, d, d):
+        raise ValueError(f"lens must be a TunedLens with {n} translators of size {d} (from train_tuned_lens), "
+                         f"got {type(lens).__name__} with A of shape {None if A is None else tuple(A.shape)}.")
+    states, _ = stream_states(cache, n, sublayers=False)
     with torch.no_grad():
         translated = torch.cat([lens(states[:-1]), states[-1:]])
         return unembed(model, translated)
@@ -418,8 +423,10 @@ def direct_logit_attribution(model, cache, answer, other, pos: int = -1, batch: 
     if not _ln_is_plain(model):
         raise ValueError("direct_logit_attribution needs a model in compatibility mode "
                          "(helpers.load_model(name)), where ln_final is a pure centre-and-rescale.")
-    T = cache["hook_embed"].shape[1]
-    if not -T <= pos < T:
+    n_batch, T = cache["hook_embed"].shape[:2]
+    if not isinstance(batch, int) or not 0 <= batch < n_batch:
+        raise ValueError(f"batch must index one of the {n_batch} prompts in the cache, got {batch!r}.")
+    if not isinstance(pos, int) or not -T <= pos < T:
         raise ValueError(f"pos must index one of the {T} positions, got {pos}.")
     direction = model.W_U[:, a] - model.W_U[:, b]                              # [d]
     scale = cache["ln_final.hook_scale"][batch, pos]                           # [1]

@@ -272,3 +272,11 @@ def test_chapter_claims_hold_on_the_bundled_model():
     assert int(ranks[0]) > 0 and int(ranks[-1]) == 0
     labels, contrib, actual = lens.direct_logit_attribution(model, cache, " Paris", " London")
     assert abs(float(contrib.sum()) - actual) < 1e-4
+
+
+def test_tuned_lens_logits_and_dla_validate(tiny_model, run):
+    _, _, cache = run
+    with pytest.raises(ValueError, match="TunedLens"):
+        lens.tuned_lens_logits(tiny_model, lens.TunedLens(tiny_model.cfg.n_layers + 1, tiny_model.cfg.d_model), cache)
+    with pytest.raises(ValueError, match="batch"):
+        lens.direct_logit_attribution(tiny_model, cache, 1, 2, batch=3)
