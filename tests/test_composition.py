@@ -1,0 +1,309 @@
+"""helpers.composition: circuits, composition scores, induction scores, figures, tiny models, checkers."""
+import math
+
+import plotly.graph_objects as go
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import composition as comp
+from helpers.exercises import CheckFailed
+
+from conftest import make_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A small randomly initialised 2-layer attention-only bridge (TransformerLens native)."""
+    from transformer_lens.model_bridge import TransformerBridge
+    import transformer_lens.model_bridge.sources.native  # noqa: F401
+
+    from helpers.zoo.modeling import native_config
+    from helpers.zoo.tokenizer import load_tokenizer_from
+
+    folder = tmp_path_factory.mktemp("tok")
+    make_tokenizer(folder)
+    tok = load_tokenizer_from(folder)
+    cfg = native_config(len(tok), 2, 32, 4, 64, seed=0)
+    bridge = TransformerBridge.boot_native(cfg, tokenizer=tok, device="cpu")
+    bridge.enable_compatibility_mode()
+    bridge.eval()
+    return bridge
+
+
+# ------------------------------------------------------------------ circuits and scores
+def test_circuits_are_the_weight_products(model):
+    ov, qk = comp.ov_circuit(model, 0, 1), comp.qk_circuit(model, 1, 2)
+    assert torch.allclose(ov.AB, model.W_V[0, 1] @ model.W_O[0, 1])
+    assert torch.allclose(qk.AB, model.W_Q[1, 2] @ model.W_K[1, 2].T)
+    with pytest.raises(ValueError, match="layer"):
+        comp.ov_circuit(model, 2, 0)
+    with pytest.raises(ValueError, match="head"):
+        comp.qk_circuit(model, 0, 4)
+
+
+def test_composition_score_bounds_and_extremes():
+    a = torch.zeros(4, 4)
+    a[0, 0] = 1.0
+    assert comp.composition_score(a, a) == pytest.approx(1.0)
+    b = torch.zeros(4, 4)
+    b[1, 1] = 1.0
+    assert comp.composition_score(a, b) == pytest.approx(0.0)  # writes where the reader does not read
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        s = comp.composition_score(torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g))
+        assert 0 <= s <= 1
+    with pytest.raises(ValueError, match="matrices"):
+        comp.composition_score(torch.randn(3, 4), torch.randn(3, 4))
+    with pytest.raises(TypeError):
+        comp.composition_score([[1.0]], torch.ones(1, 1))
+
+
+@pytest.mark.parametrize("mode", comp.MODES)
+def test_composition_scores_match_dense_and_transformer_lens(model, mode):
+    ours = comp.composition_scores(model, mode, 0, 1)
+    assert ours.shape == (model.cfg.n_heads, model.cfg.n_heads)
+    tl = model.all_composition_scores(mode).scores[0, :, 1, :]
+    assert torch.allclose(ours, tl.float(), atol=1e-5)
+    reader = {"Q": comp.qk_circuit(model, 1, 3), "K": comp.qk_circuit(model, 1, 3).T,
+              "V": comp.ov_circuit(model, 1, 3)}[mode]
+    assert float(ours[2, 3]) == pytest.approx(comp.composition_score(comp.ov_circuit(model, 0, 2), reader), abs=1e-5)
+
+
+def test_composition_scores_validate(model):
+    with pytest.raises(ValueError, match="mode"):
+        comp.composition_scores(model, "X", 0, 1)
+    with pytest.raises(ValueError, match="src_layer < dst_layer"):
+        comp.composition_scores(model, "K", 1, 1)
+    with pytest.raises(ValueError, match="dst_layer"):
+        comp.composition_scores(model, "K", 0, 5)
+
+
+def test_random_baseline_is_one_over_sqrt_d():
+    s = comp.random_composition_baseline(64, 16, "K", n_samples=300, seed=1)
+    assert s.shape == (300,)
+    rms = float(s.pow(2).mean().sqrt())
+    assert rms == pytest.approx(1 / math.sqrt(64), rel=0.03)
+    assert torch.equal(s, comp.random_composition_baseline(64, 16, "K", n_samples=300, seed=1))  # seeded
+    with pytest.raises(ValueError, match="d_head"):
+        comp.random_composition_baseline(8, 16)
+    with pytest.raises(ValueError, match="mode"):
+        comp.random_composition_baseline(8, 2, mode="q")
+    with pytest.raises(ValueError, match="n_samples"):
+        comp.random_composition_baseline(8, 2, n_samples=0)
+
+
+# ------------------------------------------------------------------ behaviour of heads
+def test_repeated_random_tokens(model):
+    from helpers.zoo.evals import random_repeat_batch
+
+    toks = comp.repeated_random_tokens(model, n_seqs=3, length=7, seed=4)
+    assert toks.shape == (3, 15)
+    assert (toks[:, 0] == model.tokenizer.bos_token_id).all()
+    assert torch.equal(toks[:, 1:8], toks[:, 8:])
+    assert not set(toks[:, 1:].flatten().tolist()) & set(model.tokenizer.all_special_ids)
+    assert torch.equal(toks, random_repeat_batch(model, 3, 7, 4))
+    with pytest.raises(ValueError, match="context"):
+        comp.repeated_random_tokens(model, length=40)
+    with pytest.raises(ValueError, match="n_seqs"):
+        comp.repeated_random_tokens(model, n_seqs=0)
+
+
+def test_per_token_loss_is_cross_entropy(model):
+    toks = comp.repeated_random_tokens(model, n_seqs=2, length=5)
+    logits = model(toks)
+    want = F.cross_entropy(logits[:, :-1].transpose(1, 2), toks[:, 1:], reduction="none")
+    assert torch.allclose(comp.per_token_loss(logits, toks), want, atol=1e-5)
+    with pytest.raises(ValueError, match="logits"):
+        comp.per_token_loss(logits[0], toks)
+
+
+def _ideal_patterns(length: int) -> torch.Tensor:
+    """[2 layers, 1, 2 heads, T, T]: L0H0 attends to t-1, L1H1 does perfect induction on BOS + R + R."""
+    t = 1 + 2 * length
+    p = torch.zeros(2, 1, 2, t, t)
+    p[..., 0, 0] = 1.0
+    for q in range(1, t):
+        p[0, 0, 0, q, q - 1] = 1.0
+        p[0, 0, 1, q, q] = 1.0
+        p[1, 0, 0, q, 0] = 1.0
+        p[1, 0, 1, q, q - length + 1 if q > length else 0] = 1.0
+    return p
+
+
+def test_previous_token_and_prefix_matching_scores():
+    p = _ideal_patterns(6)
+    prev = comp.previous_token_scores(p)
+    pm = comp.prefix_matching_scores(p, 6)
+    assert prev.shape == pm.shape == (2, 2)
+    assert float(prev[0, 0]) == 1.0 and float(prev[0, 1]) == 0.0
+    assert float(pm[1, 1]) == 1.0 and float(pm[0, 0]) == 0.0 and float(pm[1, 0]) == 0.0
+    with pytest.raises(ValueError, match="1 \\+ 2\\*length"):
+        comp.prefix_matching_scores(p, 5)
+    with pytest.raises(ValueError, match="n_layers, batch, n_heads"):
+        comp.previous_token_scores(p[0])
+
+
+def test_attention_patterns_shape_and_rows_sum_to_one(model):
+    toks = comp.repeated_random_tokens(model, n_seqs=2, length=4)
+    pats = comp.attention_patterns(model, toks)
+    assert pats.shape == (2, 2, 4, 9, 9)
+    assert torch.allclose(pats.sum(-1), torch.ones(2, 2, 4, 9), atol=1e-5)
+    with pytest.raises(ValueError, match="tokens"):
+        comp.attention_patterns(model, toks[0])
+
+
+# ------------------------------------------------------------------------- figures, log
+def test_figures_have_kernel_free_controls():
+    fig = comp.attention_pattern_figure({"a": torch.eye(3), "b": torch.ones(3, 3) / 3}, ["x", "y", "z"], "t", active=1)
+    assert isinstance(fig, go.Figure) and len(fig.layout.updatemenus[0].buttons) == 2
+    with pytest.raises(ValueError, match="shape"):
+        comp.attention_pattern_figure({"a": torch.eye(2)}, ["x", "y", "z"], "t")
+    s = {m: torch.rand(3, 3) for m in comp.MODES}
+    fig = comp.composition_heatmap_figure(s, 0, 1, baseline=0.1, title="t")
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["Q-composition", "K-composition", "V-composition"]
+    with pytest.raises(ValueError):
+        comp.composition_heatmap_figure({"W": torch.rand(2, 2)}, 0, 1, 0.1, "t")
+    fig = comp.score_grid_figure({"a": torch.rand(2, 3), "b": torch.rand(2, 3)}, "t")
+    assert len(fig.layout.updatemenus[0].buttons) == 2
+    with pytest.raises(ValueError, match="labels"):
+        comp.score_grid_figure({"a": torch.rand(2, 3)}, "t", x_labels=["1"])
+
+
+def _log():
+    pm = [0.01, 0.01, 0.02, 0.3, 0.5, 0.55]
+    return [{"step": 10 * i, "train_loss": 5 - i * 0.1, "icl_score": -0.1 * i, "best_prefix_matching": v}
+            for i, v in enumerate(pm)]
+
+
+def test_induction_formation_step_and_phase_figure():
+    log = _log()
+    assert comp.induction_formation_step(log) == 30  # first step past half of the rise 0.01 -> 0.55
+    assert comp.induction_formation_step(log, frac=0.9) == 40
+    with pytest.raises(ValueError, match="frac"):
+        comp.induction_formation_step(log, frac=1.5)
+    with pytest.raises(ValueError, match="key"):
+        comp.induction_formation_step([{"step": 0}])
+    fig = comp.phase_change_figure(log, 30, "t")
+    assert len(fig.data) == 3
+    with pytest.raises(ValueError, match="keys"):
+        comp.phase_change_figure([{"step": 0}], 0, "t")
+
+
+def test_training_log_rejects_unknown_model():
+    with pytest.raises(ValueError, match="unknown model"):
+        comp.training_log("no-such-model")
+
+
+# ------------------------------------------------------------------------ tiny models
+def test_induction_task_batch_repeats_one_span():
+    g = torch.Generator().manual_seed(0)
+    toks, pred = comp.induction_task_batch(8, 20, 24, 3, 10, g)
+    assert toks.shape == (8, 24) and pred.shape == (8, 23)
+    assert (toks[:, 0] == 0).all() and (toks[:, 1:] > 0).all()
+    for row, mask in zip(toks, pred):
+        idx = mask.nonzero().flatten() + 1          # positions of predictable tokens
+        span = len(idx) + 1
+        assert 3 <= span <= 10
+        assert torch.equal(row[idx], row[idx - span])  # each equals the token one span earlier
+    with pytest.raises(ValueError, match="max_span"):
+        comp.induction_task_batch(2, 20, 10, 3, 6, g)
+
+
+def test_train_attn_only_runs_and_restores_threads():
+    threads = torch.get_num_threads()
+    model, hist = comp.train_attn_only(2, steps=30, eval_every=10, seed=0)
+    assert torch.get_num_threads() == threads
+    assert [h["step"] for h in hist] == [0, 10, 20, 30]
+    assert hist[-1]["loss_other"] < hist[0]["loss_other"]  # it learns something in 30 steps
+    logits, pats = model(torch.zeros(1, 5, dtype=torch.long), return_patterns=True)
+    assert logits.shape == (1, 5, 48) and len(pats) == 2 and pats[0].shape == (1, 2, 5, 5)
+    with pytest.raises(ValueError, match="n_layers"):
+        comp.train_attn_only(0)
+
+
+# --------------------------------------------------------------------------- checkers
+def test_k_composition_checker():
+    assert comp.check_k_composition_score(comp.solution_k_composition_score)
+
+    def q_composition(W_V1, W_O1, W_Q2, W_K2):  # the classic slip: no transpose
+        ov, qk = W_V1 @ W_O1, W_Q2 @ W_K2.T
+        return float(torch.linalg.norm(ov @ qk) / (torch.linalg.norm(ov) * torch.linalg.norm(qk)))
+
+    with pytest.raises(CheckFailed, match="Q-composition"):
+        comp.check_k_composition_score(q_composition)
+
+    def unnormalised(W_V1, W_O1, W_Q2, W_K2):
+        return float(torch.linalg.norm((W_V1 @ W_O1) @ (W_Q2 @ W_K2.T).T))
+
+    with pytest.raises(CheckFailed):
+        comp.check_k_composition_score(unnormalised)
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert comp.check_k_composition_score(stub) is False
+
+
+def test_prefix_matching_checker(model):
+    assert comp.check_prefix_matching_score(comp.solution_prefix_matching_score, model)
+
+    def duplicate_token(pattern, length):
+        q = torch.arange(length + 1, 2 * length + 1)
+        return float(pattern[:, q, q - length].mean())
+
+    with pytest.raises(CheckFailed, match="earlier occurrence itself"):
+        comp.check_prefix_matching_score(duplicate_token)
+
+    def whole_sequence(pattern, length):
+        q = torch.arange(length, 2 * length + 1)
+        return float(pattern[:, q, q - length + 1].mean())
+
+    with pytest.raises(CheckFailed):
+        comp.check_prefix_matching_score(whole_sequence)
+
+
+def test_head_ablation_checker(model):
+    assert comp.check_head_ablation_effects(comp.solution_head_ablation_effects, model)
+
+    def flipped(m, tokens, length):
+        return -comp.solution_head_ablation_effects(m, tokens, length)
+
+    with pytest.raises(CheckFailed, match="signs"):
+        comp.check_head_ablation_effects(flipped, model)
+
+    def all_tokens(m, tokens, length):
+        base = float(comp.per_token_loss(m(tokens), tokens).mean())
+        out = torch.zeros(m.cfg.n_layers, m.cfg.n_heads)
+        for l in range(m.cfg.n_layers):
+            for h in range(m.cfg.n_heads):
+                def hook(z, hook=None, h=h):
+                    z[:, :, h] = 0.0
+                    return z
+                logits = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook)])
+                out[l, h] = float(comp.per_token_loss(logits, tokens).mean()) - base
+        return out
+
+    with pytest.raises(CheckFailed, match="second copy"):
+        comp.check_head_ablation_effects(all_tokens, model)
+
+
+# ------------------------------------------------------------------- the bundled model
+def test_bundled_model_has_the_induction_circuit():
+    from helpers import zoo
+
+    if not (zoo.model_dir("rs-attn-2l") / "model.safetensors").exists():
+        pytest.skip("rs-attn-2l is not trained yet")
+    import helpers
+
+    m = helpers.load_model("rs-attn-2l", device="cpu")
+    toks = comp.repeated_random_tokens(m, n_seqs=8, length=30)
+    pats = comp.attention_patterns(m, toks)
+    pm, prev = comp.prefix_matching_scores(pats, 30), comp.previous_token_scores(pats)
+    il, ih = divmod(int(pm.argmax()), m.cfg.n_heads)
+    pl, ph = divmod(int(prev[:il].argmax()), m.cfg.n_heads)
+    assert il == 1 and float(pm[il, ih]) > 0.4 and float(prev[pl, ph]) > 0.4
+    base = comp.random_composition_baseline(m.cfg.d_model, m.cfg.d_head, n_samples=200)
+    assert float(comp.composition_scores(m, "K", pl, il)[ph, ih]) > float(base.max())
+    log = comp.training_log("rs-attn-2l")["log"]
+    assert log[-1]["best_prefix_matching"] > 0.4
