@@ -154,3 +154,10 @@ def test_cards_record_passing_metrics():
     m = _card("rs-gpt2-4l")["metrics"]
     assert m["heldout_fact_recall"] >= BARS["heldout"] and m["ioi"]["accuracy"] >= BARS["ioi"]
     assert _card("rs-attn-2l")["metrics"]["best_prefix_matching"]["score"] >= BARS["prefix_matching"]
+
+
+def test_heldout_templates_use_only_trained_words(full_corpus):
+    seen = set(re.findall(r"'s|[A-Za-z]+", " ".join(full_corpus[:20_000])))
+    for rel, t in world.HELDOUT_TEMPLATES.items():
+        words = re.findall(r"'s|[A-Za-z]+", t.replace("{S}", "").replace("{s}", ""))
+        assert not [w for w in words if w not in seen], (rel, t)

@@ -32,6 +32,10 @@ def _bos(bridge) -> int:
     return bos
 
 
+def _device(bridge) -> torch.device:
+    return next(bridge.parameters()).device
+
+
 def encode(bridge, text: str) -> list[int]:
     """Token ids of ``text`` without BOS (the tokenizer adds no prefix space)."""
     return bridge.tokenizer.encode(text, add_special_tokens=False)
@@ -41,7 +45,7 @@ def _padded(bridge, seqs: list[list[int]]) -> torch.Tensor:
     """Right-pad id lists with BOS into a [batch, max_len] tensor (causal: padding is harmless)."""
     width = max(map(len, seqs))
     bos = _bos(bridge)
-    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs], device=bridge.cfg.device)
+    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs], device=_device(bridge))
 
 
 @torch.no_grad()
@@ -99,7 +103,7 @@ def random_repeat_batch(bridge, n: int = 16, length: int = 50, seed: int = 0) ->
     g = torch.Generator().manual_seed(seed)
     rand = allowed[torch.randint(len(allowed), (n, length), generator=g)]
     bos = torch.full((n, 1), _bos(bridge))
-    return torch.cat([bos, rand, rand], dim=1).to(bridge.cfg.device)
+    return torch.cat([bos, rand, rand], dim=1).to(_device(bridge))
 
 
 @torch.no_grad()
@@ -137,7 +141,7 @@ def logit_lens_ranks(bridge, prompt: str = "The Eiffel Tower is located in", ans
     unembedding to ``blocks.0.hook_resid_pre`` (the embedding) and to every
     ``blocks.{l}.hook_resid_post``; the list has n_layers + 1 entries."""
     (ans,) = encode(bridge, " " + answer)
-    toks = torch.tensor([[_bos(bridge)] + encode(bridge, prompt)], device=bridge.cfg.device)
+    toks = torch.tensor([[_bos(bridge)] + encode(bridge, prompt)], device=_device(bridge))
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(bridge.cfg.n_layers)]
     _, cache = bridge.run_with_cache(toks, names_filter=lambda name: name in names)
     ranks = []
@@ -148,20 +152,20 @@ def logit_lens_ranks(bridge, prompt: str = "The Eiffel Tower is located in", ans
 
 
 def run_all(bridge, quick: bool = False) -> dict:
-    """All quality-bar metrics for one model (``quick`` uses fewer IOI / copy items)."""
+    """All quality-bar metrics for one model (``quick``: small subsamples, for smoke tests only)."""
     from . import corpus, world
 
-    n = 50 if quick else 1000
-    pairs = fact_recall(bridge, world.heldout_fact_prompts("pairs"))
-    temps = fact_recall(bridge, world.heldout_fact_prompts("templates"))
-    train = world.train_fact_prompts()
+    n, every = (20, 16) if quick else (1000, 1)  # quick: a subsample, for smoke tests
+    pairs = fact_recall(bridge, world.heldout_fact_prompts("pairs")[::every])
+    temps = fact_recall(bridge, world.heldout_fact_prompts("templates")[::every])
+    train = world.train_fact_prompts()[::every]
     pm = prefix_matching_scores(bridge)
     best = int(pm.argmax())
     return {
         "heldout_fact_recall": (sum(pairs["correct"]) + sum(temps["correct"])) / (pairs["n"] + temps["n"]),
         "heldout_pairs_recall": pairs["accuracy"],
         "heldout_templates_recall": temps["accuracy"],
-        "train_fact_recall": fact_recall(bridge, train[::10] if quick else train)["accuracy"],
+        "train_fact_recall": fact_recall(bridge, train)["accuracy"],
         "ioi": ioi_accuracy(bridge, corpus.ioi_prompts(n, seed=101)),
         "name_copy_accuracy": copy_accuracy(bridge, corpus.copy_prompts(n, seed=102))["accuracy"],
         "induction": induction_losses(bridge),

@@ -20,13 +20,15 @@ import torch
 NATIVE_CONFIG = "native_config.json"
 
 
-def gpt2_model(vocab: int, n_layer: int, d_model: int, n_head: int, n_ctx: int, bos: int):
+def gpt2_model(vocab: int, n_layer: int, d_model: int, n_head: int, n_ctx: int, bos: int,
+               init_std: float = 0.02):
     """A fresh GPT-2-architecture LM (pre-LN, learned positions, GELU, tied embeddings)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(vocab_size=vocab, n_positions=n_ctx, n_embd=d_model, n_layer=n_layer,
                      n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     bos_token_id=bos, eos_token_id=bos, pad_token_id=bos, tie_word_embeddings=True)
+                     bos_token_id=bos, eos_token_id=bos, pad_token_id=bos, tie_word_embeddings=True,
+                     initializer_range=init_std)
     return GPT2LMHeadModel(cfg)
 
 
@@ -39,21 +41,29 @@ def native_config(vocab: int, n_layers: int, d_model: int, n_heads: int, n_ctx: 
                 positional_embedding_type="standard", seed=seed)
 
 
-def native_model(config: dict):
-    """A freshly initialised plain ``NativeModel`` (no bridge wrappers) for training."""
+def native_model(config: dict, tie_embeddings: bool = False):
+    """A freshly initialised plain ``NativeModel`` (no bridge wrappers) for training.
+
+    ``tie_embeddings`` makes the unembedding share the embedding matrix during
+    training (NativeModel has no such option, so the head weight is replaced);
+    the saved checkpoint stores both, equal, as ordinary untied weights.
+    """
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge.sources.native import NativeModel, initialize_native_model
 
     cfg = TransformerBridgeConfig.from_dict(dict(config))
     model = NativeModel(cfg)
     initialize_native_model(model, cfg)
+    if tie_embeddings:
+        model.head.weight = model.tok_embed.weight  # [d_vocab, d_model] both
     return model
 
 
 def save_native(model, config: dict, out_dir: Path) -> None:
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # clone: a tied head shares storage with the embedding, which safetensors refuses
+    sd = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(sd, str(out_dir / "model.safetensors"))
     (out_dir / NATIVE_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 

@@ -13,7 +13,8 @@ get the same tokenizer), and each training sequence starts with BOS.  A fixed
 fraction ``random_frac`` of the sequences consists of uniformly random
 non-special tokens arranged as spans that are immediately repeated, so that
 induction works on arbitrary tokens.  The loop is plain PyTorch: AdamW, linear
-warmup then cosine decay to 10 %, gradient clipping at 1.0.  Every
+warmup, a constant learning rate, then cosine decay to 10 % over the last 30 %
+of the steps, gradient clipping at 1.0.  Every
 ``log_every`` steps it records the training loss, the in-context-learning score
 and the best prefix-matching score (definitions in ``ICL_DEFINITION`` and
 ``PREFIX_DEFINITION``) in ``training_log.json``.
@@ -54,10 +55,12 @@ PREFIX_DEFINITION = (
     "that token's earlier occurrence; the log records the best head.")
 
 RECIPES = {
-    "rs-gpt2-4l": dict(arch="gpt2", n_layers=4, d_model=160, n_heads=5, n_ctx=128, batch=16,
-                       steps=850, lr=3e-3, warmup=100, random_frac=0.10, log_every=50),
-    "rs-attn-2l": dict(arch="attn", n_layers=2, d_model=128, n_heads=4, n_ctx=256, batch=8,
-                       steps=1600, lr=1e-3, warmup=50, random_frac=0.25, log_every=25),
+    "rs-gpt2-4l": dict(arch="gpt2", n_layers=4, d_model=128, n_heads=4, n_ctx=128, batch=24,
+                       steps=3600, lr=3e-3, warmup=100, random_frac=0.50, log_every=50,
+                       init_std=0.05),
+    "rs-attn-2l": dict(arch="attn", n_layers=2, d_model=128, n_heads=4, n_ctx=128, batch=32,
+                       steps=3000, lr=3e-3, warmup=100, random_frac=0.75, log_every=25,
+                       tie_embeddings=True),
 }
 TINY = dict(d_model=32, n_heads=2, n_ctx=128, batch=4, steps=4, warmup=2, log_every=2)
 
@@ -154,10 +157,17 @@ def log_metrics(model, arch, icl_batch, rep_batch, length) -> dict:
             "best_prefix_matching": pm}
 
 
+DECAY_FRAC = 0.3  # the last 30 % of the steps decay the LR; before that it is constant
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup, constant peak (induction heads form on the plateau), then cosine to 10 %."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
+    start = max(warmup, int(total * (1 - DECAY_FRAC)))
+    if step < start:
+        return peak
+    t = (step - start) / max(1, total - start)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -191,11 +201,12 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
     print(f"corpus: {n_docs} docs, {len(stream):,} tokens, sha256 {sha[:16]}...; vocab {vocab}", flush=True)
 
     if r["arch"] == "gpt2":
-        model = gpt2_model(vocab, r["n_layers"], r["d_model"], r["n_heads"], r["n_ctx"], bos)
+        model = gpt2_model(vocab, r["n_layers"], r["d_model"], r["n_heads"], r["n_ctx"], bos,
+                           init_std=r.get("init_std", 0.02))
         ncfg = None
     else:
         ncfg = native_config(vocab, r["n_layers"], r["d_model"], r["n_heads"], r["n_ctx"], seed)
-        model = native_model(ncfg)
+        model = native_model(ncfg, tie_embeddings=r.get("tie_embeddings", False))
     model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
 

@@ -146,7 +146,9 @@ RELATIONS = {
 
 # {S} = subject with a capital first letter, {s} = subject as written.
 # Each template is a PROMPT: the answer follows it after one space.
-# The last template of each relation is held out entirely (HELDOUT_TEMPLATES).
+# The last template of each relation is held out entirely (HELDOUT_TEMPLATES);
+# it only uses words and constructions (such as "'s") that training text
+# contains elsewhere, so it tests generalisation across phrasing, not new words.
 TEMPLATES = {
     "landmark_city": [
         "{S} is located in", "{S} stands in the city of", "Tourists visit {s} in",
@@ -169,7 +171,7 @@ TEMPLATES = {
     "country_language": [
         "The main language of {s} is", "People in {s} speak", "In {s}, most people speak",
         "The official language of {s} is", "Children in {s} learn to read in",
-        "The language spoken in {s} is", "Newspapers in {s} are written in",
+        "The language spoken in {s} is", "{S}'s main language is",
         "Most people who live in {s} speak", "The people of {s} speak",
     ],
     "country_continent": [
@@ -180,7 +182,7 @@ TEMPLATES = {
     ],
     "country_currency": [
         "The currency of {s} is the", "In {s}, people pay with the", "The money used in {s} is the",
-        "Shops in {s} take payment in the", "The official currency of {s} is the",
+        "{S}'s currency is the", "The official currency of {s} is the",
         "Prices in {s} are given in the", "{S} uses a currency called the",
         "To buy bread in {s} you need the", "The currency used in {s} is the",
     ],
@@ -194,7 +196,7 @@ TEMPLATES = {
         "{S} was a famous", "{S} worked as a", "{S} is remembered as a great",
         "By profession, {s} was a", "{S} was known as a", "{S} was a celebrated",
         "Historians describe {s} as a", "In those days, {s} was a",
-        "{S} was a brilliant",
+        "{S} was known to be a",
     ],
 }
 
