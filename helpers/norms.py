@@ -274,7 +274,7 @@ def stream_jacobian(model: NormGPT, x0) -> torch.Tensor:
     d = model.cfg.d_model
     if not isinstance(x0, torch.Tensor) or tuple(x0.shape) != (d,):
         raise ValueError(f"x0 must be a tensor of shape ({d},), got {getattr(x0, 'shape', type(x0).__name__)}.")
-    J = torch.autograd.functional.jacobian(lambda v: model.forward_stream(v.view(1, 1, d)).view(d), x0)
+    J = torch.autograd.functional.jacobian(lambda v: model.forward_stream(v.view(1, 1, d)).view(d), x0, vectorize=True)
     return J.T.detach()  # jacobian() gives (out, in)
 
 
