@@ -236,10 +236,11 @@ def collect_activations(model, tokens: torch.Tensor, hook_name: str, batch_size:
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a tensor [n_sequences, seq_len] of token ids.")
     _check_hook(model, hook_name)
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for i in range(0, len(tokens), batch_size):
-            _, cache = model.run_with_cache(tokens[i:i + batch_size], names_filter=lambda n: n == hook_name)
+            _, cache = model.run_with_cache(tokens[i:i + batch_size].to(device), names_filter=lambda n: n == hook_name)
             act = cache[hook_name]
             if drop_bos:
                 act = act[:, 1:]
@@ -270,9 +271,13 @@ def loss_recovered(model, tokens: torch.Tensor, hook_name: str, sae: SparseAutoe
         raise ValueError("tokens must be a tensor [n_sequences, seq_len] of token ids.")
     _check_hook(model, hook_name)
 
+    sae_device = sae.W_dec.device
+    model_device = next(model.parameters()).device
+
     def splice(act, hook):
         out = act.clone()
-        out[:, 1:] = sae.decode(sae.encode(act[:, 1:]))
+        x = act[:, 1:].to(sae_device, torch.float32)
+        out[:, 1:] = sae.decode(sae.encode(x)).to(act.device, act.dtype)
         return out
 
     def zero(act, hook):
@@ -282,7 +287,7 @@ def loss_recovered(model, tokens: torch.Tensor, hook_name: str, sae: SparseAutoe
 
     totals = {"clean": 0.0, "spliced": 0.0, "zero_ablated": 0.0}
     for i in range(0, len(tokens), batch_size):
-        tb = tokens[i:i + batch_size]
+        tb = tokens[i:i + batch_size].to(model_device)
         n = tb.shape[0]
         totals["clean"] += float(model(tb, return_type="loss")) * n
         totals["spliced"] += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, splice)])) * n

@@ -360,9 +360,9 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
     gram = [np.round((w.T @ w).numpy(), 3) for w in W]
     lim = float(W.norm(dim=1).max()) * 1.15
     fig = make_subplots(rows=1, cols=2, subplot_titles=("WᵀW (feature i · feature j)", "feature directions W_i in the hidden plane"),
-                        column_widths=[0.45, 0.55], horizontal_spacing=0.12)
+                        column_widths=[0.42, 0.58], horizontal_spacing=0.2)
     fig.add_trace(go.Heatmap(z=gram[active], x=names, y=names, zmin=-1.5, zmax=1.5, colorscale="RdBu",
-                             reversescale=True, colorbar={"title": {"text": "WᵀW"}, "x": 0.4},
+                             reversescale=True, colorbar={"x": 0.37, "thickness": 12, "len": 0.8, "y": 0.6},
                              hovertemplate="%{y} · %{x} = %{z:.3f}<extra></extra>"), row=1, col=1)
     imp = None if importance is None else np.asarray(importance, dtype=float)
     for i in range(n):
@@ -378,9 +378,9 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
                 "x": [names] + [[0, round(float(W[k, 0, i]), 4)] for i in range(n)],
                 "y": [names] + [[0, round(float(W[k, 1, i]), 4)] for i in range(n)]}
         steps.append({"method": "restyle", "label": str(lab), "args": [data, list(range(n + 1))]})
-    fig.update_layout(title=title, height=520, sliders=[{"active": active, "steps": steps, "pad": {"t": 50},
+    fig.update_layout(title=title, height=560, sliders=[{"active": active, "steps": steps, "pad": {"t": 60},
                                                           "currentvalue": {"prefix": "feature probability 1 − S = "}}],
-                      legend={"orientation": "h", "y": -0.45})
+                      legend={"orientation": "v", "x": 1.02, "y": 1.0, "font": {"size": 11}}, margin={"r": 200})
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_xaxes(range=[-lim, lim], title_text="hidden dim 1", row=1, col=2)
     fig.update_yaxes(range=[-lim, lim], title_text="hidden dim 2", scaleanchor="x2", row=1, col=2)
