@@ -343,9 +343,10 @@ def composition_heatmap_figure(scores: dict, src_layer: int, dst_layer: int, bas
     return fig
 
 
-def phase_change_figure(log: Sequence[dict], formation_step: int, title: str):
+def phase_change_figure(log: Sequence[dict], formation_step: int, title: str, window: tuple | None = None):
     """Three stacked panels over training steps (training loss, ICL score, best
-    prefix-matching score) with a dashed line where the induction head forms."""
+    prefix-matching score) with a dashed line where the induction head forms and,
+    if ``window = (start, end)`` is given, that stretch of training shaded."""
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
@@ -353,6 +354,8 @@ def phase_change_figure(log: Sequence[dict], formation_step: int, title: str):
             ("best_prefix_matching", "best prefix-matching score")]
     if not log or any(k not in log[-1] for k, _ in keys):
         raise ValueError(f"log entries need the keys {[k for k, _ in keys]}.")
+    if window is not None and (len(window) != 2 or window[0] > window[1]):
+        raise ValueError(f"window must be (start_step, end_step) with start <= end, got {window!r}.")
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[lab for _, lab in keys])
     for i, (k, lab) in enumerate(keys):
@@ -361,6 +364,9 @@ def phase_change_figure(log: Sequence[dict], formation_step: int, title: str):
                                  name=lab, line={"color": PALETTE[i]},
                                  hovertemplate="step %{x}<br>" + lab + " %{y:.3f}<extra></extra>"), row=i + 1, col=1)
         fig.add_vline(x=formation_step, line_dash="dash", line_color=PALETTE[3], row=i + 1, col=1)
+        if window is not None:
+            fig.add_vrect(x0=window[0], x1=window[1], fillcolor=PALETTE[3], opacity=0.1, line_width=0,
+                          row=i + 1, col=1)
     fig.add_annotation(x=formation_step, y=1.0, yref="paper", text=f"induction head forms (step {formation_step})",
                        showarrow=False, xanchor="left", yanchor="bottom", font={"color": PALETTE[3]})
     fig.update_layout(title=title, height=640, showlegend=False)

@@ -184,8 +184,10 @@ def test_induction_formation_step_and_phase_figure():
         comp.induction_formation_step(log, frac=1.5)
     with pytest.raises(ValueError, match="key"):
         comp.induction_formation_step([{"step": 0}])
-    fig = comp.phase_change_figure(log, 30, "t")
-    assert len(fig.data) == 3
+    fig = comp.phase_change_figure(log, 30, "t", window=(20, 40))
+    assert len(fig.data) == 3 and len(fig.layout.shapes) == 6  # a line and a shaded window per panel
+    with pytest.raises(ValueError, match="window"):
+        comp.phase_change_figure(log, 30, "t", window=(40, 20))
     with pytest.raises(ValueError, match="keys"):
         comp.phase_change_figure([{"step": 0}], 0, "t")
 
