@@ -55,8 +55,8 @@ PREFIX_DEFINITION = (
     "that token's earlier occurrence; the log records the best head.")
 
 RECIPES = {
-    "rs-gpt2-4l": dict(arch="gpt2", n_layers=4, d_model=128, n_heads=4, n_ctx=128, batch=24,
-                       steps=3600, lr=3e-3, warmup=100, random_frac=0.50, log_every=50,
+    "rs-gpt2-4l": dict(arch="gpt2", n_layers=4, d_model=128, n_heads=4, n_ctx=128, batch=32,
+                       steps=3000, lr=3e-3, warmup=100, random_frac=0.60, log_every=50,
                        init_std=0.05),
     "rs-attn-2l": dict(arch="attn", n_layers=2, d_model=128, n_heads=4, n_ctx=128, batch=32,
                        steps=3000, lr=3e-3, warmup=100, random_frac=0.75, log_every=25,
@@ -172,7 +172,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, seed: int = 0,
-          n_docs: int | None = None, threads: int | None = None) -> dict:
+          n_docs: int | None = None, threads: int | None = None, **overrides) -> dict:
     if name not in RECIPES:
         raise ValueError(f"unknown model {name!r}; valid: {sorted(RECIPES)}")
     from tqdm.auto import tqdm
@@ -180,6 +180,10 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
     r = dict(RECIPES[name]) | (TINY if tiny else {})
     if steps is not None:
         r["steps"] = steps
+    unknown = set(overrides) - set(r)
+    if unknown:
+        raise ValueError(f"unknown recipe overrides {sorted(unknown)}; valid: {sorted(r)}")
+    r.update({k: v for k, v in overrides.items() if v is not None})
     n_docs = n_docs or (2000 if tiny else N_DOCS)
     torch.manual_seed(seed)
     if threads:
@@ -279,16 +283,28 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
     return write_card(out)
 
 
-def write_card(out: Path) -> dict:
+def write_card(out: Path, metrics_only_markdown: bool = False) -> dict:
     """(Re)measure the metrics from the saved weights in ``out`` and write card.json + MODEL_CARD.md."""
     from .evals import run_all
     from .modeling import load_folder
 
     card = json.loads((out / "card.json").read_text())
-    card["metrics"] = run_all(load_folder(out), quick=card["tiny"])
+    if not metrics_only_markdown:
+        card["metrics"] = run_all(load_folder(out), quick=card["tiny"])
     (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     (out / "MODEL_CARD.md").write_text(_markdown(card))
     return card
+
+
+BARS = {  # the quality bars of the issue; the card lists any that a model misses
+    "heldout_fact_recall >= 0.95": lambda m: m["heldout_fact_recall"] >= 0.95,
+    "ioi top-1 >= 0.90": lambda m: m["ioi"]["accuracy"] >= 0.90,
+    "induction 2nd-copy loss <= 1.0": lambda m: m["induction"]["second_copy"] <= 1.0,
+    "best prefix-matching head >= 0.5": lambda m: m["best_prefix_matching"]["score"] >= 0.5,
+    "logit lens: ' Paris' top at output, not at embedding":
+        lambda m: m["logit_lens_eiffel_ranks"][-1] == 0 and m["logit_lens_eiffel_ranks"][0] > 0,
+}
+BARS_BY_MODEL = {"rs-gpt2-4l": list(BARS), "rs-attn-2l": list(BARS)[2:4]}
 
 
 def _describe(name: str) -> str:
@@ -324,6 +340,7 @@ Trained from scratch by The Residual Stream on a synthetic corpus it generates i
 - tokens seen: {card['tokens_seen']:,}; training time: {card['training_seconds']} s (total {card['total_seconds']} s)
 - hardware: {card['hardware']}
 - command: `{card['command']}`
+{('- note: ' + card['note']) if card.get('note') else ''}
 
 ## Metrics (measured from the shipped weights by `helpers.zoo.evals.run_all`)
 | metric | value |
@@ -341,7 +358,15 @@ Trained from scratch by The Residual Stream on a synthetic corpus it generates i
 ICL score: {card['icl_definition']}
 
 Prefix matching: {card['prefix_matching_definition']}
+
+## Quality bars
+{_bars(card)}
 """
+
+
+def _bars(card: dict) -> str:
+    names = BARS_BY_MODEL.get(card["name"], list(BARS))
+    return "\n".join(f"- {'PASS' if BARS[b](card['metrics']) else 'MISSED'}: {b}" for b in names)
 
 
 def main(argv=None) -> None:
@@ -352,6 +377,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny model and corpus, for smoke tests")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")
+    ap.add_argument("--random-frac", type=float, default=None, help="override the random-repeat fraction")
     ap.add_argument("--recard", action="store_true", help="only re-measure metrics and rewrite the card")
     args = ap.parse_args(argv)
     from . import TOKENIZER_DIR, model_dir
@@ -360,7 +387,8 @@ def main(argv=None) -> None:
     if args.recard:
         print(json.dumps(write_card(out)["metrics"], indent=1, default=str))
         return
-    card = train(args.name, out, steps=args.steps, tiny=args.tiny, seed=args.seed, threads=args.threads)
+    card = train(args.name, out, steps=args.steps, tiny=args.tiny, seed=args.seed, threads=args.threads,
+                 batch=args.batch, random_frac=args.random_frac)
     if args.out is None:  # refresh the shared tokenizer folder from the bundled model
         TOKENIZER_DIR.mkdir(parents=True, exist_ok=True)
         for f in ("tokenizer.json", "tokenizer_config.json"):
