@@ -274,6 +274,7 @@ def test_head_ablation_checker(model):
     with pytest.raises(CheckFailed, match="signs"):
         comp.check_head_ablation_effects(flipped, model)
 
+    @torch.no_grad()
     def all_tokens(m, tokens, length):
         base = float(comp.per_token_loss(m(tokens), tokens).mean())
         out = torch.zeros(m.cfg.n_layers, m.cfg.n_heads)
