@@ -12,6 +12,8 @@ cp "$ROOT/_config.yml" "$ROOT/intro.md" "$OUT/"
 cp -r "$ROOT/_ext" "$OUT/"
 cp -r "$ROOT/_static" "$ROOT/_extra" "$OUT/"
 cp "$NB" "$OUT/chapters/"
+# The intro links every chapter; in a one-chapter book those links would dangle.
+sed -i -E 's/\{doc\}`([^`]*)`/`\1`/g' "$OUT/intro.md"
 printf 'format: jb-book\nroot: intro\nchapters:\n  - file: chapters/%s\n' "$SLUG" > "$OUT/_toc.yml"
 cd "$OUT"
 HF_HUB_OFFLINE=1 RS_BOOK_BUILD=1 "$ROOT/.venv/bin/jupyter-book" build . -W --keep-going

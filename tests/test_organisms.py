@@ -1,0 +1,62 @@
+import pytest
+
+import helpers
+from helpers import organisms
+from helpers.exercises import CheckFailed
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    return helpers.load_model("rs-gpt2-4l", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def attn():
+    return helpers.load_model("rs-attn-2l", device="cpu")
+
+
+def test_cards_and_logs_are_readable():
+    for name in ("rs-gpt2-4l", "rs-attn-2l"):
+        card = organisms.card(name)
+        assert card["name"] == name and card["metrics"] is not None
+        log = organisms.training_log(name)
+        assert len(log) > 5 and log[-1]["step"] > log[0]["step"]
+
+
+def test_phase_change_step_definition():
+    log = [{"step": s, "best_prefix_matching": v} for s, v in [(0, 0.0), (10, 0.05), (20, 0.4), (30, 0.8)]]
+    assert organisms.phase_change_step(log) == 20
+    with pytest.raises(ValueError, match="no 'icl'"):
+        organisms.phase_change_step(log, key="icl")
+
+
+def test_top_predictions_validates(gpt):
+    top = organisms.top_predictions(gpt, "The capital of France is", k=3)
+    assert top[0][0] == " Paris" and len(top) == 3 and top[0][1] >= top[1][1]
+    with pytest.raises(ValueError, match="non-empty"):
+        organisms.top_predictions(gpt, "")
+
+
+def test_checker_single_token(gpt):
+    good = lambda m, w: len(m.tokenizer.encode(" " + w, add_special_tokens=False)) == 1
+    assert organisms.check_is_single_token(good, gpt)
+    with pytest.raises(CheckFailed, match="leading space"):
+        organisms.check_is_single_token(lambda m, w: len(m.to_tokens(" " + w)[0]) == 1, gpt)
+
+
+def test_checker_relation_recall(gpt):
+    assert organisms.check_relation_recall(organisms._ref_relation_recall, gpt)
+    with pytest.raises(CheckFailed):
+        organisms.check_relation_recall(lambda m, r: 1.0 - organisms._ref_relation_recall(m, r) + 0.5, gpt)
+
+
+def test_checker_second_copy_loss(attn):
+    assert organisms.check_second_copy_loss(organisms._ref_second_copy_loss, attn)
+
+    def first_copy(model, tokens):
+        n = (tokens.shape[1] - 1) // 2
+        logp = model(tokens).log_softmax(-1)[:, :-1]
+        return (-logp.gather(-1, tokens[:, 1:, None])[..., 0])[:, 1:n].mean().item()
+
+    with pytest.raises(CheckFailed, match="FIRST copy"):
+        organisms.check_second_copy_loss(first_copy, attn)
