@@ -53,3 +53,13 @@ def tiny_model(tiny_gpt2_dir):
     import helpers
 
     return helpers.load_model(str(tiny_gpt2_dir), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """Some fixtures switch autograd off for speed; every test starts with it on."""
+    import torch
+
+    torch.set_grad_enabled(True)
+    yield
+    torch.set_grad_enabled(True)

@@ -134,6 +134,7 @@ def test_apply_edit_and_undo(model):
 
 
 def test_optimised_shift_changes_the_answer(model):
+    torch.set_grad_enabled(False)  # the helper must give back the caller's grad mode
     prompt = "The Eiffel Tower is located in"
     last = model.to_tokens(prompt).shape[1] - 1
     delta = ffn.optimise_value_shift(model, 0, [prompt], [last], "Rome", steps=40, lr=0.2)

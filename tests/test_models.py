@@ -68,7 +68,7 @@ def test_gpt2_small_shaped_checkpoint_through_the_reader_path(tmp_path):
     model = helpers.load_model(str(path), device="cpu")
     assert (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model, model.cfg.d_mlp) == (12, 12, 768, 3072)
     n_params = sum(p.numel() for p in model.parameters())
-    assert 120e6 < n_params < 170e6
+    assert 160e6 < n_params < 200e6  # 124M + the untied unembedding TransformerLens keeps (38.6M)
     with torch.no_grad():
         _, cache = model.run_with_cache("The Eiffel Tower is located in")
     parts, labels = stream.decompose_stream(model, cache)
