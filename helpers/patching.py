@@ -46,6 +46,22 @@ def _read_positions(logits: torch.Tensor, n_rows: int, positions, batch: int) ->
     return logits[torch.arange(n_rows, device=logits.device), pos]
 
 
+def _answer_rows(logits: torch.Tensor, ids: torch.Tensor, positions, batch: int):
+    """Validate metric logits; return (logits at the answer position [n, V], row index, ids repeated [n])."""
+    if logits.ndim != 3 or logits.shape[0] % batch:
+        raise ValueError(f"metric expects logits [k*{batch}, pos, vocab], got {tuple(logits.shape)}.")
+    n = logits.shape[0]
+    rows = torch.arange(n, device=logits.device)
+    return _read_positions(logits, n, positions, batch), rows, ids.to(logits.device).repeat(n // batch)
+
+
+def _metric_positions(positions, n: int):
+    pos = None if positions is None else _as_id_tensor(positions, "positions")
+    if pos is not None and len(pos) != n:
+        raise ValueError(f"positions needs one entry per example ({n}), got {len(pos)}.")
+    return pos
+
+
 def logit_diff_metric(correct_ids, incorrect_ids, positions=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Build ``metric(logits) -> logit[correct] - logit[incorrect]`` at the answer position.
 
@@ -59,19 +75,11 @@ def logit_diff_metric(correct_ids, incorrect_ids, positions=None) -> Callable[[t
     w = _as_id_tensor(incorrect_ids, "incorrect_ids")
     if c.shape != w.shape:
         raise ValueError(f"correct_ids and incorrect_ids need one id per example each; got {len(c)} and {len(w)}.")
-    pos = None if positions is None else _as_id_tensor(positions, "positions")
-    if pos is not None and len(pos) != len(c):
-        raise ValueError(f"positions needs one entry per example ({len(c)}), got {len(pos)}.")
-    batch = len(c)
+    pos, batch = _metric_positions(positions, len(c)), len(c)
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
-        if logits.ndim != 3 or logits.shape[0] % batch:
-            raise ValueError(f"metric expects logits [k*{batch}, pos, vocab], got {tuple(logits.shape)}.")
-        n = logits.shape[0]
-        last = _read_positions(logits, n, pos, batch)
-        rows = torch.arange(n, device=logits.device)
-        cc, ww = c.to(logits.device).repeat(n // batch), w.to(logits.device).repeat(n // batch)
-        return last[rows, cc] - last[rows, ww]
+        last, rows, cc = _answer_rows(logits, c, pos, batch)
+        return last[rows, cc] - last[rows, w.to(logits.device).repeat(logits.shape[0] // batch)]
 
     return metric
 
@@ -80,17 +88,11 @@ def prob_metric(correct_ids, positions=None) -> Callable[[torch.Tensor], torch.T
     """Build ``metric(logits) -> p(correct)`` at the answer position (same conventions
     as :func:`logit_diff_metric`)."""
     c = _as_id_tensor(correct_ids, "correct_ids")
-    pos = None if positions is None else _as_id_tensor(positions, "positions")
-    if pos is not None and len(pos) != len(c):
-        raise ValueError(f"positions needs one entry per example ({len(c)}), got {len(pos)}.")
-    batch = len(c)
+    pos, batch = _metric_positions(positions, len(c)), len(c)
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
-        if logits.ndim != 3 or logits.shape[0] % batch:
-            raise ValueError(f"metric expects logits [k*{batch}, pos, vocab], got {tuple(logits.shape)}.")
-        n = logits.shape[0]
-        probs = _read_positions(logits, n, pos, batch).softmax(-1)
-        return probs[torch.arange(n, device=logits.device), c.to(logits.device).repeat(n // batch)]
+        last, rows, cc = _answer_rows(logits, c, pos, batch)
+        return last.softmax(-1)[rows, cc]
 
     return metric
 
