@@ -13,6 +13,7 @@ import json
 from .exercises import CheckFailed, check_function, compare, passed
 
 __all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
+           "SKILLS", "skill_onsets", "skills_figure",
            "top_predictions", "check_is_single_token", "check_relation_recall", "check_second_copy_loss"]
 
 
@@ -80,6 +81,48 @@ def phase_change_figure(log: list[dict], step: int):
         fig.add_vline(x=step, line_dash="dash", line_color="#888", row=row, col=1)
     fig.update_xaxes(title_text="training step", row=3, col=1)
     fig.update_layout(height=640, title=f"The induction head forms around step {step}, and the context starts to pay")
+    return fig
+
+
+SKILLS = {  # logged key -> label; the language model's log has all three
+    "best_prefix_matching": "best prefix-matching score (induction head)",
+    "heldout_fact_recall": "held-out fact recall (top-1)",
+    "ioi_top1": "IOI sentences (top-1)",
+}
+
+
+def skill_onsets(log: list[dict], level: float = 0.5) -> dict[str, int]:
+    """For each skill in ``SKILLS``, the first logged step at which it reaches ``level``
+    (``-1`` if it never does)."""
+    if not log or any(k not in log[-1] for k in SKILLS):
+        raise ValueError(f"the log lacks some of {sorted(SKILLS)}: it must be the language model's log")
+    if not 0 < level <= 1:
+        raise ValueError(f"level is a fraction in (0, 1], got {level!r}")
+    return {k: next((int(e["step"]) for e in log if e[k] >= level), -1) for k in SKILLS}
+
+
+def skills_figure(log: list[dict], switch_step: int | None = None):
+    """The language model's skills over training on one axis (all are fractions in [0, 1]),
+    with the step at which the training mix switched from random tokens to text, if any."""
+    import plotly.graph_objects as go
+
+    from .plotting import PALETTE
+
+    onsets = skill_onsets(log)
+    fig = go.Figure()
+    for (key, label), color in zip(SKILLS.items(), PALETTE):
+        fig.add_trace(go.Scatter(x=[e["step"] for e in log], y=[e[key] for e in log], mode="lines+markers",
+                                 marker_size=4, line_color=color, name=label,
+                                 hovertemplate="step %{x}: %{y:.3f}<extra>" + label + "</extra>"))
+    if switch_step is not None:
+        fig.add_vline(x=switch_step, line_dash="dash", line_color="#888",
+                      annotation_text="less random data", annotation_position="bottom right")
+    fig.update_layout(xaxis_title="training step", yaxis_title="score", yaxis_range=[0, 1.02], height=420,
+                      legend=dict(orientation="h", y=-0.25),
+                      title="Step at which each score first reaches 0.5: " + ", ".join(
+                          f"{short} {onsets[k] if onsets[k] >= 0 else 'never'}" for k, short in
+                          (("heldout_fact_recall", "facts"), ("best_prefix_matching", "induction"),
+                           ("ioi_top1", "IOI"))))
     return fig
 
 

@@ -30,6 +30,28 @@ def test_phase_change_step_definition():
         organisms.phase_change_step(log, key="icl")
 
 
+def test_skill_onsets_and_figure():
+    rows = [(0, 0.0, 0.1, 0.0), (10, 0.2, 0.6, 0.0), (20, 0.7, 0.9, 0.3), (30, 0.9, 0.95, 0.8)]
+    log = [{"step": s, "best_prefix_matching": pm, "heldout_fact_recall": f, "ioi_top1": i}
+           for s, pm, f, i in rows]
+    assert organisms.skill_onsets(log) == {"best_prefix_matching": 20, "heldout_fact_recall": 10, "ioi_top1": 30}
+    assert organisms.skill_onsets(log, level=0.95)["ioi_top1"] == -1  # never reached
+    fig = organisms.skills_figure(log, switch_step=20)
+    assert len(fig.data) == 3 and list(fig.data[2].y) == [0.0, 0.0, 0.3, 0.8]
+    assert "facts 10, induction 20, IOI 30" in fig.layout.title.text
+    with pytest.raises(ValueError, match="language model's log"):
+        organisms.skill_onsets(organisms.training_log("rs-attn-2l"))
+    with pytest.raises(ValueError, match="level"):
+        organisms.skill_onsets(log, level=2)
+
+
+def test_shipped_language_model_log_has_skills():
+    card = organisms.card("rs-gpt2-4l")
+    onsets = organisms.skill_onsets(organisms.training_log("rs-gpt2-4l"))
+    assert all(v >= 0 for v in onsets.values()), onsets
+    assert card["random_switch_step"] is not None and card["random_switch_step"] <= onsets["ioi_top1"]
+
+
 def test_top_predictions_validates(gpt):
     top = organisms.top_predictions(gpt, "The capital of France is", k=3)
     assert top[0][0] == " Paris" and len(top) == 3 and top[0][1] >= top[1][1]

@@ -12,9 +12,6 @@ from helpers import zoo
 from helpers.zoo import corpus, evals, world
 
 BARS = {"heldout": 0.95, "ioi": 0.90, "induction_second_copy": 1.0, "prefix_matching": 0.5}
-# rs-gpt2-4l currently misses these two bars (see its MODEL_CARD.md); strict xfail so that a
-# retrained model that meets them turns these tests into failures until the marks are removed.
-MISSED = pytest.mark.xfail(strict=True, reason="rs-gpt2-4l misses this bar; retrain pending")
 
 
 def _card(name: str) -> dict:
@@ -124,12 +121,10 @@ def test_heldout_pair_recall(gpt2):  # held-out (fact, ordinary template) pairs 
     assert evals.fact_recall(gpt2, world.heldout_fact_prompts("pairs"))["accuracy"] >= BARS["heldout"]
 
 
-@MISSED
 def test_heldout_fact_recall(gpt2):
     assert evals.fact_recall(gpt2, world.heldout_fact_prompts())["accuracy"] >= BARS["heldout"]
 
 
-@MISSED
 def test_ioi(gpt2):
     assert evals.ioi_accuracy(gpt2, corpus.ioi_prompts(200, seed=7))["accuracy"] >= BARS["ioi"]
 
@@ -167,7 +162,6 @@ def test_cards_record_passing_metrics():
     assert _card("rs-gpt2-4l")["metrics"]["logit_lens_eiffel_ranks"][-1] == 0
 
 
-@MISSED
 def test_card_records_gpt2_fact_and_ioi_bars():
     m = _card("rs-gpt2-4l")["metrics"]
     assert m["heldout_fact_recall"] >= BARS["heldout"] and m["ioi"]["accuracy"] >= BARS["ioi"]
@@ -178,3 +172,28 @@ def test_heldout_templates_use_only_trained_words(full_corpus):
     for rel, t in world.HELDOUT_TEMPLATES.items():
         words = re.findall(r"'s|[A-Za-z]+", t.replace("{S}", "").replace("{s}", ""))
         assert not [w for w in words if w not in seen], (rel, t)
+
+
+def _continuation_conflicts(template: str, relation: str, text: str) -> list:
+    """(tail, words) for facts whose prompt, from the subject on, continues in ``text``
+    with a word other than the fact's answer."""
+    out = []
+    for f in world.facts_by_relation(relation):
+        prompt = world.render(template, f.subject)
+        tail = prompt[prompt.lower().index(f.subject.lower()):]
+        following = set(re.findall(re.escape(tail) + r" (\w+)", text))
+        if following - {f.answer}:
+            out.append((tail, sorted(following)[:3]))
+    return out
+
+
+def test_heldout_templates_are_answerable_from_training(full_corpus):
+    """From its subject on, a held-out template's words never continue differently in
+    training: otherwise the training distribution itself argues for another answer
+    (e.g. every "<city> is located in" continues with "the country of")."""
+    text = "\n".join(full_corpus[:20_000])
+    conflicts = [c for rel, t in world.HELDOUT_TEMPLATES.items() for c in _continuation_conflicts(t, rel, text)]
+    assert not conflicts, conflicts[:5]
+    # the rule has teeth: the template it replaced fails it for most cities
+    old = _continuation_conflicts("The city of {s} is located in", "city_country", text)
+    assert len(old) > len(world.facts_by_relation("city_country")) / 2

@@ -12,12 +12,17 @@ tokenizer is trained on its first ``TOKENIZER_DOCS`` documents (so both models
 get the same tokenizer), and each training sequence starts with BOS.  A fixed
 fraction ``random_frac`` of the sequences consists of uniformly random
 non-special tokens arranged as spans that are immediately repeated, so that
-induction works on arbitrary tokens.  The loop is plain PyTorch: AdamW, linear
+induction works on arbitrary tokens.  A recipe with ``random_frac_late`` uses a
+two-stage curriculum: once a logged prefix-matching score reaches ``SWITCH_AT``
+(an induction head exists), the fraction drops to ``random_frac_late`` and the
+freed batch goes to text; the card records the step of the switch.  The loop is plain PyTorch: AdamW, linear
 warmup, a constant learning rate, then cosine decay to 10 % over the last 30 %
 of the steps, gradient clipping at 1.0.  Every
 ``log_every`` steps it records the training loss, the in-context-learning score
 and the best prefix-matching score (definitions in ``ICL_DEFINITION`` and
-``PREFIX_DEFINITION``) in ``training_log.json``.
+``PREFIX_DEFINITION``) in ``training_log.json``; for the language model it also
+logs held-out fact recall and IOI top-1 (``TASK_LOG``), so a reader can see when
+each skill appears.
 """
 
 from __future__ import annotations
@@ -56,13 +61,15 @@ PREFIX_DEFINITION = (
 
 RECIPES = {
     "rs-gpt2-4l": dict(arch="gpt2", n_layers=4, d_model=128, n_heads=4, n_ctx=128, batch=32,
-                       steps=3000, lr=3e-3, warmup=100, random_frac=0.60, log_every=50,
-                       init_std=0.05),
+                       steps=7000, lr=3e-3, warmup=100, random_frac=0.60, random_frac_late=0.25,
+                       log_every=100, init_std=0.05),
     "rs-attn-2l": dict(arch="attn", n_layers=2, d_model=128, n_heads=4, n_ctx=128, batch=32,
-                       steps=3000, lr=3e-3, warmup=100, random_frac=0.75, log_every=25,
-                       tie_embeddings=True),
+                       steps=3000, lr=3e-3, warmup=100, random_frac=0.75, random_frac_late=None,
+                       log_every=25, tie_embeddings=True),
 }
 TINY = dict(d_model=32, n_heads=2, n_ctx=128, batch=4, steps=4, warmup=2, log_every=2)
+SWITCH_AT = 0.5  # random_frac -> random_frac_late once the best prefix-matching score reaches this
+TASK_LOG = dict(ioi=200, ioi_seed=7)  # language-model task metrics logged during training (gpt2 arch)
 
 
 def pick_device() -> torch.device:
@@ -135,6 +142,30 @@ def attention_patterns(model, arch: str, x: torch.Tensor) -> list[torch.Tensor]:
         for h in hooks:
             h.remove()
     return pats
+
+
+class _RawLM:
+    """Just enough of a bridge (call -> logits, ``tokenizer``, ``parameters``) for the
+    task evaluations of :mod:`helpers.zoo.evals` to run on the raw model during training."""
+
+    def __init__(self, model, arch: str, tok):
+        self.model, self.arch, self.tokenizer = model, arch, tok
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return forward(self.model, self.arch, x)
+
+    def parameters(self):
+        return self.model.parameters()
+
+
+@torch.no_grad()
+def task_metrics(model, arch: str, tok, ioi_items, heldout_items) -> dict:
+    """Held-out fact recall and IOI top-1, as the card measures them, on the raw model."""
+    from .evals import fact_recall, ioi_accuracy
+
+    lm = _RawLM(model, arch, tok)
+    return {"heldout_fact_recall": fact_recall(lm, heldout_items)["accuracy"],
+            "ioi_top1": ioi_accuracy(lm, ioi_items)["accuracy"]}
 
 
 @torch.no_grad()
@@ -222,19 +253,36 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
     rand = torch.randint(1, vocab, (8, length), generator=g)
     rep_batch = torch.cat([torch.full((8, 1), bos), rand, rand], 1).to(device)
 
+    tasks = None
+    if r["arch"] == "gpt2":  # the language model's task metrics are logged too
+        tasks = (C.ioi_prompts(4 if tiny else TASK_LOG["ioi"], seed=TASK_LOG["ioi_seed"]),
+                 W.heldout_fact_prompts()[::64 if tiny else 1])
+
+    def measure(step: int) -> dict:
+        model.eval()
+        row = {"step": step, "tokens": step * r["batch"] * r["n_ctx"], "random_frac": sampler.frac,
+               "train_loss": sum(running) / len(running) if running else None,
+               **log_metrics(model, r["arch"], icl_batch, rep_batch, length)}
+        if tasks is not None:
+            row.update(task_metrics(model, r["arch"], tok, *tasks))
+        model.train()
+        return row
+
     opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], betas=(0.9, 0.95), weight_decay=0.1)
-    log, running = [], []
+    log, running, switch_step = [], [], None
     t_train = time.time()
     bar = tqdm(range(r["steps"]), desc=name, mininterval=5)
     for step in bar:
         if step % r["log_every"] == 0:
-            model.eval()
-            log.append({"step": step, "tokens": step * r["batch"] * r["n_ctx"],
-                        "train_loss": sum(running) / len(running) if running else None,
-                        **log_metrics(model, r["arch"], icl_batch, rep_batch, length)})
-            model.train()
+            log.append(measure(step))
             running = []
-            bar.set_postfix(loss=log[-1]["corpus_loss"], pm=log[-1]["best_prefix_matching"])
+            bar.set_postfix({k: round(log[-1][k], 3) for k in
+                             ("corpus_loss", "best_prefix_matching", "heldout_fact_recall", "ioi_top1")
+                             if k in log[-1]})
+            # curriculum: once an induction head exists, spend more of the batch on text
+            if (r.get("random_frac_late") is not None and switch_step is None
+                    and log[-1]["best_prefix_matching"] >= SWITCH_AT):
+                sampler.frac, switch_step = r["random_frac_late"], step
         for group in opt.param_groups:
             group["lr"] = lr_at(step, r["steps"], r["lr"], r["warmup"])
         xy = sampler.batch(r["batch"]).to(device)
@@ -245,10 +293,8 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         running.append(loss.item())
+    log.append(measure(r["steps"]))
     model.eval()
-    log.append({"step": r["steps"], "tokens": r["steps"] * r["batch"] * r["n_ctx"],
-                "train_loss": sum(running) / max(1, len(running)),
-                **log_metrics(model, r["arch"], icl_batch, rep_batch, length)})
     train_s = time.time() - t_train
 
     # --- save: checkpoint + tokenizer (+ shared tokenizer copy) --------------
@@ -269,6 +315,8 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
         "corpus": {"seed": CORPUS_SEED, "n_docs": n_docs, "sha256": sha, "n_tokens": len(stream),
                    "doc_mix": C.DOC_MIX, "tokenizer_docs": min(n_docs, 2000 if tiny else TOKENIZER_DOCS)},
         "random_repeat_fraction": r["random_frac"],
+        "random_repeat_fraction_late": r.get("random_frac_late"),
+        "random_switch_step": switch_step,
         "tokens_seen": r["steps"] * r["batch"] * r["n_ctx"],
         "training_seconds": round(train_s, 1), "total_seconds": round(time.time() - t0, 1),
         "hardware": {"device": str(device), "platform": platform.platform(),
@@ -332,7 +380,7 @@ Trained from scratch by The Residual Stream on a synthetic corpus it generates i
   sha256 `{card['corpus']['sha256']}`, {card['corpus']['n_tokens']:,} tokens; document mix {card['corpus']['doc_mix']}
 - tokenizer: byte-level BPE trained on the first {card['corpus']['tokenizer_docs']} documents
 - {card['random_repeat_fraction']:.0%} of the training sequences are uniformly random non-special tokens
-  arranged as spans of random length 8-100 that are immediately repeated (teaches induction on any tokens)
+  arranged as spans of random length 8-100 that are immediately repeated (teaches induction on any tokens){_curriculum(card)}
 - every training sequence starts with BOS (`<|endoftext|>`), as `TransformerBridge.to_tokens` does
 - held out: the last template of every relation, plus one (fact, template) pair per fact
 
@@ -362,6 +410,17 @@ Prefix matching: {card['prefix_matching_definition']}
 ## Quality bars
 {_bars(card)}
 """
+
+
+def _curriculum(card: dict) -> str:
+    late, step = card.get("random_repeat_fraction_late"), card.get("random_switch_step")
+    if late is None:
+        return ""
+    if step is None:
+        return (f";\n  the recipe drops the fraction to {late:.0%} once a head's prefix-matching score "
+                f"reaches {SWITCH_AT}, which never happened in this run")
+    return (f";\n  from step {step}, the first logged step with a prefix-matching score >= {SWITCH_AT}, "
+            f"the fraction drops to {late:.0%}")
 
 
 def _bars(card: dict) -> str:

@@ -148,7 +148,11 @@ RELATIONS = {
 # Each template is a PROMPT: the answer follows it after one space.
 # The last template of each relation is held out entirely (HELDOUT_TEMPLATES);
 # it only uses words and constructions (such as "'s") that training text
-# contains elsewhere, so it tests generalisation across phrasing, not new words.
+# contains elsewhere, so it tests generalisation across phrasing, not new words,
+# and the words from its subject on never continue differently in training (a
+# first choice for cities, "The city of {s} is located in", broke that rule:
+# training always continues "<city> is located in" with "the country of", so
+# " the" was the right prediction and the template was replaced).
 TEMPLATES = {
     "landmark_city": [
         "{S} is located in", "{S} stands in the city of", "Tourists visit {s} in",
@@ -160,7 +164,7 @@ TEMPLATES = {
         "{S} is a city in", "{S} is located in the country of", "The city of {s} is in",
         "{S} lies in", "Many people live in {s}, a city in", "{S} is one of the big cities of",
         "She flew to {s}, which is in", "{S} belongs to the country of",
-        "The city of {s} is located in",
+        "{S} is a big city in",
     ],
     "country_capital": [
         "The capital of {s} is", "The capital city of {s} is", "{S} has its capital in",
