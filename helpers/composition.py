@@ -150,7 +150,7 @@ def composition_scores(model, mode: str, src_layer: int, dst_layer: int) -> torc
         # left = wv @ wo [H1, d, d]; right = r1 @ r2 [H2, d, d]; product = wv (wo r1) r2
         mid = wo[:, None] @ r1[None]                                        # [H1, H2, dh, dh]
         prod = _gram_norm_sq(wv[:, None], mid, r2[None])                    # [H1, H2]
-        eye = torch.eye(wv.shape[-1], dtype=wv.dtype).expand(wv.shape[0], -1, -1)
+        eye = torch.eye(wv.shape[-1], dtype=wv.dtype, device=wv.device).expand(wv.shape[0], -1, -1)
         left, right = _gram_norm_sq(wv, eye, wo), _gram_norm_sq(r1, eye, r2)        # [H1], [H2]
         scores = prod.clamp_min(0).sqrt() / (left.sqrt()[:, None] * right.sqrt()[None, :])
     return scores.float().cpu()

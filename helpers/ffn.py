@@ -436,6 +436,8 @@ def rank_one_update(W_: torch.Tensor, key: torch.Tensor, target: torch.Tensor, C
         raise ValueError(f"shapes: W {tuple(W_.shape)} needs key [{W_.shape[0]}], target [{W_.shape[1]}] and "
                          f"C [{W_.shape[0]}, {W_.shape[0]}]; got {tuple(key.shape)}, {tuple(target.shape)}, "
                          f"{tuple(C.shape)}.")
+    dev = W_.device  # the inputs may come from different devices (model on a GPU, statistics on the CPU)
+    C, key, target = C.to(dev), key.to(dev), target.to(dev)
     Cinv_k = torch.linalg.solve(C.double(), key.double())
     u = Cinv_k / (key.double() @ Cinv_k)
     resid = target.double() - key.double() @ W_.double()
@@ -472,12 +474,13 @@ def optimise_value_shift(model, layer: int, prompts: list[str], positions: list[
     seqs = [[bos] + tok.encode(p, add_special_tokens=False) for p in prompts]
     width = max(map(len, seqs))
     toks = torch.tensor([s + [bos] * (width - len(s)) for s in seqs], device=model.cfg.device)
-    last = torch.tensor([len(s) - 1 for s in seqs])
-    pos = torch.tensor(positions)
-    rows = torch.arange(len(seqs))
-    delta = torch.zeros(model.cfg.d_model, requires_grad=True)
+    dev = toks.device
+    last = torch.tensor([len(s) - 1 for s in seqs], device=dev)
+    pos = torch.tensor(positions, device=dev)
+    rows = torch.arange(len(seqs), device=dev)
+    delta = torch.zeros(model.cfg.d_model, device=dev, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
-    target = torch.full((len(seqs),), ids[0])
+    target = torch.full((len(seqs),), ids[0], device=dev)
 
     def hook(act, hook=None):
         act = act.clone()

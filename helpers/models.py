@@ -78,7 +78,30 @@ def load_model(name: str, device=None, compatibility: bool = True):
     if compatibility:
         bridge.enable_compatibility_mode()
     bridge.eval()
+    _inputs_follow_model(bridge)
     return bridge
+
+
+def _inputs_follow_model(bridge) -> None:
+    """Let ``bridge(tokens)``, ``run_with_cache`` and ``run_with_hooks`` take token tensors
+    on any device, as the old ``HookedTransformer`` did: a chapter can build tokens on
+    the CPU and still run a model that lives on a GPU. All three entry points go
+    through ``bridge.forward``, so one wrapper on the instance covers them."""
+    import functools
+
+    import torch
+
+    original = bridge.forward
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        device = next(bridge.parameters()).device
+        args = tuple(a.to(device) if isinstance(a, torch.Tensor) and a.device != device else a for a in args)
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) and v.device != device else v
+                  for k, v in kwargs.items()}
+        return original(*args, **kwargs)
+
+    bridge.forward = forward
 
 
 def _boot_transformers(path_or_repo: str, device):

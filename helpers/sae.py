@@ -443,7 +443,7 @@ def promoted_tokens(direction: torch.Tensor, W_U: torch.Tensor, tokenizer, k: in
     """Tokens whose logits a write along ``direction`` [d] raises most, directly (direction · W_U)."""
     if direction.ndim != 1 or W_U.ndim != 2 or W_U.shape[0] != direction.shape[0]:
         raise ValueError("direction must be [d] and W_U [d, d_vocab].")
-    top = (direction.float() @ W_U.float()).topk(k).indices
+    top = (direction.float().to(W_U.device) @ W_U.float()).topk(k).indices
     return [tokenizer.decode([int(t)]) for t in top]
 
 

@@ -51,7 +51,7 @@ def test_sample_labels_and_stats(model, sample):
     l, n = 1, 5
     seq, pos = int(st.top_seq[l, n, 0]), int(st.top_pos[l, n, 0])
     _, cache = model.run_with_cache(s["tokens"][seq:seq + 1])
-    torch.testing.assert_close(cache[f"blocks.{l}.mlp.hook_post"][0, pos, n], st.top_values[l, n, 0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cache[f"blocks.{l}.mlp.hook_post"][0, pos, n].cpu(), st.top_values[l, n, 0], atol=1e-4, rtol=1e-4)
     assert torch.allclose(st.key_moment[l], st.key_moment[l].T, atol=1e-5)
     assert st.write_cov["mlp"].shape == (L, model.cfg.d_model, model.cfg.d_model)
     with pytest.raises(ValueError, match="lengths"):

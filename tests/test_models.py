@@ -74,3 +74,16 @@ def test_gpt2_small_shaped_checkpoint_through_the_reader_path(tmp_path):
     parts, labels = stream.decompose_stream(model, cache)
     assert len(labels) == stream.count_additive_terms(12, 12, separate_biases=True) == 2 + 12 * 14
     assert (parts.sum(0) - cache["blocks.11.hook_resid_post"]).abs().max() < 1e-3
+
+
+def test_model_accepts_tokens_from_any_device():
+    """load_model's bridge moves token tensors to its own device (as HookedTransformer did),
+    so chapter code can build tokens on the CPU and run a model on a GPU."""
+    model = helpers.load_model("rs-gpt2-4l")
+    assert hasattr(model.forward, "__wrapped__"), "load_model must wrap forward"
+    tokens = model.to_tokens("The capital of France is").cpu()
+    logits = model(tokens)
+    _, cache = model.run_with_cache(tokens)
+    hooked = model.run_with_hooks(tokens, fwd_hooks=[])
+    torch.testing.assert_close(logits, hooked)
+    assert logits.device == next(model.parameters()).device == cache["blocks.0.hook_resid_pre"].device

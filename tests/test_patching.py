@@ -71,8 +71,8 @@ def test_reduce_none_keeps_examples(model, pair):
 
 def test_restoring_the_whole_stream_restores_the_clean_metric(model, pair):
     clean, corrupted, metric = pair
-    clean_value = metric(model(clean)).mean()
-    corrupt_value = metric(model(corrupted)).mean()
+    clean_value = metric(model(clean)).mean().cpu()      # sweeps return CPU tensors whatever the model's device
+    corrupt_value = metric(model(corrupted)).mean().cpu()
     out = P.patch_sweep(model, clean, corrupted, metric, ["blocks.0.hook_resid_pre"])
     torch.testing.assert_close(out[0], clean_value, atol=1e-4, rtol=1e-4)
     # restoring the last position of the last block's output also restores it exactly
