@@ -80,7 +80,8 @@ def phase_change_figure(log: list[dict], step: int):
                                  hovertemplate="step %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
         fig.add_vline(x=step, line_dash="dash", line_color="#888", row=row, col=1)
     fig.update_xaxes(title_text="training step", row=3, col=1)
-    fig.update_layout(height=640, title=f"The induction head forms around step {step}, and the context starts to pay")
+    fig.update_layout(height=660, margin={"t": 110},
+                      title=f"The induction head forms around step {step:,},<br>and the context starts to pay")
     return fig
 
 
@@ -119,8 +120,8 @@ def skills_figure(log: list[dict], switch_step: int | None = None):
                       annotation_text="less random data", annotation_position="bottom right")
     fig.update_layout(xaxis_title="training step", yaxis_title="score", yaxis_range=[0, 1.02], height=420,
                       legend=dict(orientation="h", y=-0.25),
-                      title="Step at which each score first reaches 0.5: " + ", ".join(
-                          f"{short} {onsets[k] if onsets[k] >= 0 else 'never'}" for k, short in
+                      title="First logged step at which each score reaches 0.5:<br>" + ", ".join(
+                          f"{short} {onsets[k]:,}" if onsets[k] >= 0 else f"{short} never" for k, short in
                           (("heldout_fact_recall", "facts"), ("best_prefix_matching", "induction"),
                            ("ioi_top1", "IOI"))))
     return fig

@@ -94,14 +94,14 @@ def jl_interference_bound(n: int, d: int) -> float:
 
 
 def jl_max_vectors(d: int, eps: float) -> float:
-    """How many random unit vectors the same union bound lets d dimensions hold at interference ε.
-
-    Solves n² ≈ 2n(n-1) ≤ exp(d ε² / 2) / 2 ... i.e. n = exp(d ε² / 4) / 2: exponential in d.
+    """How many random unit vectors the same union bound lets d dimensions hold at interference ε:
+    the inverse of :func:`jl_interference_bound`, the N with 2N(N-1) = exp(d ε² / 2), that is
+    N = (1 + sqrt(1 + 2 exp(d ε² / 2))) / 2 ≈ exp(d ε² / 4) / √2: exponential in d.
     """
     d = _check_pos_int("d", d)
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in (0, 1), got {eps!r}.")
-    return 0.5 * math.exp(d * eps**2 / 4.0)
+    return (1.0 + math.sqrt(1.0 + 2.0 * math.exp(d * eps**2 / 2.0))) / 2.0
 
 
 def jl_min_dimension(n_points: int, eps: float) -> int:

@@ -39,6 +39,7 @@ def test_skill_onsets_and_figure():
     fig = organisms.skills_figure(log, switch_step=20)
     assert len(fig.data) == 3 and list(fig.data[2].y) == [0.0, 0.0, 0.3, 0.8]
     assert "facts 10, induction 20, IOI 30" in fig.layout.title.text
+    assert "IOI never" in organisms.skills_figure([dict(e, ioi_top1=0.0) for e in log]).layout.title.text
     with pytest.raises(ValueError, match="language model's log"):
         organisms.skill_onsets(organisms.training_log("rs-attn-2l"))
     with pytest.raises(ValueError, match="level"):

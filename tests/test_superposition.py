@@ -69,7 +69,9 @@ def test_random_unit_vectors_and_max_cosine():
 
 def test_jl_formulas():
     assert sp.jl_interference_bound(2, 8) == pytest.approx(math.sqrt(2 * math.log(4) / 8))
-    assert sp.jl_max_vectors(100, 0.2) == pytest.approx(0.5 * math.exp(1.0))
+    n = sp.jl_max_vectors(100, 0.2)
+    assert math.sqrt(2 * math.log(2 * n * (n - 1)) / 100) == pytest.approx(0.2)  # inverts jl_interference_bound
+    assert sp.jl_max_vectors(400, 0.2) == pytest.approx(math.exp(4.0) / math.sqrt(2), rel=0.02)  # ≈ e^{dε²/4}/√2
     assert sp.jl_min_dimension(10**6, 0.1) == math.ceil(4 * math.log(10**6) / (0.005 - 0.001 / 3))
     with pytest.raises(ValueError):
         sp.jl_max_vectors(10, 1.5)
