@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m helpers.zoo.train rs-gpt2-4l            # ~20 min on 2 CPU cores
-    python -m helpers.zoo.train rs-attn-2l
+    python -m helpers.zoo.train rs-gpt2-4l --threads 2   # 28 min on 2 CPU cores (card: training_seconds)
+    python -m helpers.zoo.train rs-attn-2l --threads 1   # 12 min on 1 thread
     python -m helpers.zoo.train rs-attn-2l --tiny --out /tmp/x   # seconds, smoke test
 
 The recipe is deterministic up to floating-point non-determinism of the
