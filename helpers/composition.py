@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .exercises import CheckFailed, check_function, compare, passed
+from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 from .plotting import PALETTE
 
 __all__ = [
@@ -572,10 +572,8 @@ def check_k_composition_score(fn) -> bool:
     cases.append(((w_v, torch.eye(2, 6, dtype=torch.float64), torch.eye(6, 2, dtype=torch.float64), w_v), {}))
     a, b, c, d_ = cases[0][0]
     q_comp = float(torch.linalg.norm((a @ b) @ (c @ d_.T)) / (torch.linalg.norm(a @ b) * torch.linalg.norm(c @ d_.T)))
-    try:
-        got = fn(*cases[0][0])
-    except NotImplementedError:
-        print("… k_composition_score: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+    got = attempt(fn, "k_composition_score", *cases[0][0])
+    if got is NOT_ATTEMPTED:
         return False
     if isinstance(got, (int, float, torch.Tensor)) and math.isclose(float(got), q_comp, rel_tol=1e-6) and \
             not math.isclose(q_comp, solution_k_composition_score(*cases[0][0]), rel_tol=1e-6):
@@ -609,11 +607,8 @@ def check_prefix_matching_score(fn, model=None) -> bool:
     q = torch.arange(length + 1, 2 * length + 1)
     wrong = {"the earlier occurrence itself (a duplicate-token score)": float(pat[:, q, q - length].mean()),
              "the previous position (a previous-token score)": float(pat[:, q, q - 1].mean())}
-    try:
-        got = fn(*cases[1][0])
-    except NotImplementedError:
-        print("… prefix_matching_score: not attempted yet. Replace `raise NotImplementedError` with your code, "
-              "then re-run.")
+    got = attempt(fn, "prefix_matching_score", *cases[1][0])
+    if got is NOT_ATTEMPTED:
         return False
     for what, val in wrong.items():
         if isinstance(got, (int, float, torch.Tensor)) and math.isclose(float(got), val, rel_tol=1e-6):
@@ -650,14 +645,9 @@ def solution_head_ablation_effects(model, tokens: torch.Tensor, length: int) -> 
 def check_head_ablation_effects(fn, model, length: int = 20) -> bool:
     """Checker for the exercise 'find the circuit by ablation'."""
     tokens = repeated_random_tokens(model, n_seqs=4, length=length, seed=3)
-    try:
-        got = fn(model, tokens, length)
-    except NotImplementedError:
-        print("… head_ablation_effects: not attempted yet. Replace `raise NotImplementedError` with your code, "
-              "then re-run.")
+    got = attempt(fn, "head_ablation_effects", model, tokens, length)
+    if got is NOT_ATTEMPTED:
         return False
-    except Exception as exc:
-        raise CheckFailed(f"head_ablation_effects: your function raised {type(exc).__name__}: {exc}") from exc
     want = solution_head_ablation_effects(model, tokens, length)
     if isinstance(got, torch.Tensor) and got.shape == want.shape:
         if torch.allclose(got.float(), -want, atol=1e-3) and want.abs().max() > 1e-3:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-__all__ = ["CheckFailed", "check_function", "compare", "passed"]
+__all__ = ["CheckFailed", "NOT_ATTEMPTED", "attempt", "check_function", "compare", "passed"]
 
 
 class CheckFailed(AssertionError):
@@ -77,6 +77,30 @@ def compare(actual: Any, expected: Any, what: str, atol: float = 1e-5, rtol: flo
         )
 
 
+NOT_ATTEMPTED = object()  # what ``attempt`` returns while the exercise is still a stub
+
+
+def attempt(fn: Callable, name: str, *args, **kwargs):
+    """Call the reader's ``fn(*args, **kwargs)`` for a checker.
+
+    Returns its result; returns ``NOT_ATTEMPTED`` (after a reminder) while ``fn``
+    still raises NotImplementedError; turns any other exception into a
+    :class:`CheckFailed` that names it, so a mistake never ends in a bare
+    traceback from deep inside torch.
+    """
+    if not callable(fn):
+        raise CheckFailed(f"{name}: expected a function, got {type(fn).__name__}.")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        print(f"… {name}: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        return NOT_ATTEMPTED
+    except CheckFailed:
+        raise
+    except Exception as exc:  # the reader's code broke: say where, in words
+        raise CheckFailed(f"{name}: your function raised {type(exc).__name__}: {exc}") from exc
+
+
 def check_function(
     fn: Callable,
     reference: Callable,
@@ -91,18 +115,10 @@ def check_function(
     Returns False (with a reminder) if ``fn`` still raises NotImplementedError,
     raises :class:`CheckFailed` on the first wrong case, returns True otherwise.
     """
-    if not callable(fn):
-        raise CheckFailed(f"{name}: expected a function, got {type(fn).__name__}.")
     for args, kwargs in cases:
-        try:
-            got = fn(*args, **kwargs)
-        except NotImplementedError:
-            print(f"… {name}: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        got = attempt(fn, name, *args, **kwargs)
+        if got is NOT_ATTEMPTED:
             return False
-        except CheckFailed:
-            raise
-        except Exception as exc:  # the reader's code broke: say where, in words
-            raise CheckFailed(f"{name}: your function raised {type(exc).__name__}: {exc}") from exc
         want = reference(*args, **kwargs)
         shown = ", ".join([*(repr(a) if _small(a) else type(a).__name__ for a in args),
                            *(f"{k}={v!r}" for k, v in kwargs.items() if _small(v))])

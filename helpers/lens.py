@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .exercises import CheckFailed, check_function, compare, passed
+from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 
 __all__ = [
     "final_ln",
@@ -647,13 +647,9 @@ def check_paths_and_terms(fn) -> bool:
     """Exercise: (number of paths, number of additive terms) for L layers and H heads."""
     cases = [((4, 6), {}), ((24, 16), {}), ((12, 12), {}), ((2, 4), {}), ((1, 1), {})]  # unambiguous first
     for (L, H), _ in cases:
-        try:
-            got = fn(L, H)
-        except NotImplementedError:
-            print("… paths_and_terms: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        got = attempt(fn, f"paths_and_terms({L}, {H})", L, H)
+        if got is NOT_ATTEMPTED:
             return False
-        except Exception as exc:
-            raise CheckFailed(f"paths_and_terms({L}, {H}) raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(got, tuple) or len(got) != 2:
             raise CheckFailed(f"paths_and_terms({L}, {H}) must return a pair (paths, terms), got {got!r}.")
         paths, terms = got

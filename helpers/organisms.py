@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from .exercises import CheckFailed, check_function, compare, passed
+from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 
 __all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
            "SKILLS", "skill_onsets", "skills_figure",
@@ -195,13 +195,9 @@ def check_second_copy_loss(fn, model) -> bool:
     from .zoo import evals
 
     tokens = evals.random_repeat_batch(model, n=4, length=20, seed=5)
-    try:
-        got = fn(model, tokens)
-    except NotImplementedError:
-        print("… second_copy_loss: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+    got = attempt(fn, "second_copy_loss", model, tokens)
+    if got is NOT_ATTEMPTED:
         return False
-    except Exception as exc:
-        raise CheckFailed(f"second_copy_loss: your function raised {type(exc).__name__}: {exc}") from exc
     want = _ref_second_copy_loss(model, tokens)
     length = 20
     with_first = None

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .exercises import CheckFailed, check_function, compare, passed
+from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 
 __all__ = [
     "random_unit_vectors",
@@ -508,16 +508,10 @@ def _antipodal_cases():
 
 def check_antipodal_pairs(fn) -> bool:
     """Checker for the exercise "find the antipodal pairs in a trained toy model"."""
-    if not callable(fn):
-        raise CheckFailed(f"antipodal_pairs: expected a function, got {type(fn).__name__}.")
     for k, W in enumerate(_antipodal_cases()):
-        try:
-            got = fn(W.clone())
-        except NotImplementedError:
-            print("… antipodal_pairs: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        got = attempt(fn, "antipodal_pairs", W.clone())
+        if got is NOT_ATTEMPTED:
             return False
-        except Exception as exc:
-            raise CheckFailed(f"antipodal_pairs: your function raised {type(exc).__name__}: {exc}") from exc
         want = solution_antipodal_pairs(W)
         try:
             got_set = sorted(tuple(sorted((int(i), int(j)))) for i, j in got)

@@ -38,3 +38,18 @@ def test_check_function_three_outcomes(capsys):
     with pytest.raises(CheckFailed, match="ZeroDivisionError"):
         check_function(broken, reference, cases, "add")
     assert check_function(reference, reference, cases, "add") is True
+
+
+def test_attempt_reminds_on_stubs_and_names_errors(capsys):
+    from helpers.exercises import NOT_ATTEMPTED, attempt
+
+    def stub(x):
+        raise NotImplementedError
+
+    assert attempt(stub, "f", 1) is NOT_ATTEMPTED
+    assert "f: not attempted yet" in capsys.readouterr().out
+    assert attempt(lambda x: x + 1, "f", 1) == 2
+    with pytest.raises(CheckFailed, match="f: your function raised IndexError"):
+        attempt(lambda x: [][x], "f", 1)
+    with pytest.raises(CheckFailed, match="expected a function"):
+        attempt(3, "f")
