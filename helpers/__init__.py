@@ -9,7 +9,9 @@ imported by the chapters that need them.
 """
 from __future__ import annotations
 
+from . import claims
 from .book import glue, show_widget
+from .claims import claim, identity
 from .env import get_device, hub_reachable, in_book_build, in_colab, offline_mode, set_seed
 from .exercises import CheckFailed
 from .models import ModelUnavailableError, available_models, load_model
@@ -21,6 +23,9 @@ __version__ = "0.1.0"
 REPOSITORY_URL = "https://github.com/residual-stream/residual-stream"
 
 __all__ = [
+    "claims",
+    "claim",
+    "identity",
     "glue",
     "show_widget",
     "get_device",
