@@ -7,13 +7,21 @@ untouched, raises :class:`CheckFailed` with a message naming the first wrong
 entry (or the shape, or the likely mistake) when the answer is wrong, and prints
 a pass line and returns True when it is right. Solutions (folded away in the
 book, executed by the tests) end with ``assert check_...(solution)``.
+
+Every checker is an :class:`Exercise`: the reference (a public
+``solution_<name>`` in the topic module), the cases it is tried on, and the
+known wrong answers as :class:`Mistake` data, each with the misconception it
+shows. Exercises register themselves in :data:`REGISTRY`, so one test checks
+that every reference passes and every listed mistake is caught by name.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["CheckFailed", "NOT_ATTEMPTED", "attempt", "check_function", "compare", "passed"]
+__all__ = ["CheckFailed", "Exercise", "Mistake", "NOT_ATTEMPTED", "REGISTRY", "attempt", "check_function",
+           "compare", "passed"]
 
 
 class CheckFailed(AssertionError):
@@ -93,7 +101,7 @@ def attempt(fn: Callable, name: str, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        print(f"… {name}: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        _remind(name)
         return NOT_ATTEMPTED
     except CheckFailed:
         raise
@@ -131,3 +139,194 @@ def check_function(
 
 def _small(x) -> bool:
     return isinstance(x, (int, float, str, bool)) or x is None
+
+
+def _remind(name: str) -> None:
+    """One reminder line for an untouched stub; silent while the static book is built."""
+    from .env import in_book_build
+
+    if not in_book_build():
+        print(f"… {name}: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+
+
+def _describe(args: tuple, kwargs: dict) -> str:
+    return ", ".join([*(repr(a) if _small(a) else type(a).__name__ for a in args),
+                      *(f"{k}={v!r}" for k, v in kwargs.items() if _small(v))])
+
+
+def _fresh(x):
+    """A copy of a tensor argument, so a function that writes into its input cannot change the next call's."""
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().clone()
+    except ImportError:  # pragma: no cover
+        pass
+    return x
+
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong answer and the misconception it shows.
+
+    ``Mistake(fn, why)``: ``fn`` takes the exercise's arguments and returns the
+    wrong answer a reader with that misconception would compute.
+    ``Mistake(value=v, why=why)``: for exercises whose answer is a value.
+    """
+
+    fn: Callable | None = None
+    why: str = ""
+    value: Any = _UNSET
+
+    def __post_init__(self):
+        if (self.fn is None) == (self.value is _UNSET):
+            raise ValueError("Mistake needs exactly one of fn (a wrong function) or value (a wrong answer).")
+        if self.fn is not None and not callable(self.fn):
+            raise TypeError(f"Mistake.fn must be callable, got {type(self.fn).__name__}; "
+                            "for a wrong value write Mistake(value=..., why=...).")
+        if not isinstance(self.why, str) or not self.why.strip():
+            raise ValueError("Mistake.why must say, in words, which misconception gives this answer.")
+
+    def answer(self, args: tuple, kwargs: dict):
+        """This mistake's answer on one case (the value itself for a value mistake)."""
+        if self.fn is None:
+            return self.value
+        return self.fn(*map(_fresh, args), **{k: _fresh(v) for k, v in kwargs.items()})
+
+
+#: Every :class:`Exercise` created so far, by id.
+REGISTRY: dict[str, "Exercise"] = {}
+
+
+@dataclass(eq=False)
+class Exercise:
+    """One exercise: reference ``solution``, ``cases`` to try, known ``mistakes``.
+
+    ``cases`` is a list of ``(args, kwargs)`` or a zero-argument callable that
+    returns one (build cases that need a model lazily). ``cases=None`` makes a
+    value exercise: ``solution()`` takes no arguments and the reader's answer is
+    checked with :meth:`check_value` (or a zero-argument function with
+    :meth:`check`). ``compare(got, want, what)`` replaces the default numeric
+    comparison and must raise :class:`CheckFailed` on a mismatch.
+    """
+
+    id: str
+    name: str
+    solution: Callable
+    cases: Sequence[tuple[tuple, dict]] | Callable[[], Sequence[tuple[tuple, dict]]] | None = None
+    mistakes: Sequence[Mistake] = field(default_factory=tuple)
+    hint: str = ""
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    compare: Callable[[Any, Any, str], None] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.id, str) or "." not in self.id:
+            raise ValueError(f"Exercise id must be a chapter-prefixed string like 'ch1.count-terms', got {self.id!r}.")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("Exercise name must be the reader's function name, a non-empty string.")
+        if not callable(self.solution):
+            raise TypeError(f"Exercise {self.id}: solution must be callable, got {type(self.solution).__name__}.")
+        self.mistakes = tuple(self.mistakes)
+        for m in self.mistakes:
+            if not isinstance(m, Mistake):
+                raise TypeError(f"Exercise {self.id}: mistakes must be Mistake objects, got {type(m).__name__}.")
+        old = REGISTRY.get(self.id)
+        if old is not None and _origin(old.solution) != _origin(self.solution):
+            raise ValueError(f"Exercise id {self.id!r} is already used by {_origin(old.solution)}.")
+        REGISTRY[self.id] = self  # a module reloaded in a notebook replaces its own entries
+
+    # -- cases and comparison -------------------------------------------------
+    def all_cases(self) -> list[tuple[tuple, dict]]:
+        """The cases as a list of ``(args, kwargs)`` (built now if they are lazy)."""
+        cases = self.cases() if callable(self.cases) else self.cases
+        if cases is None:
+            return [((), {})]
+        out = []
+        for case in cases:
+            args, kwargs = case
+            out.append((tuple(args), dict(kwargs)))
+        if not out:
+            raise ValueError(f"Exercise {self.id} has no cases.")
+        return out
+
+    def _cmp(self, got, want, what: str) -> None:
+        if self.compare is not None:
+            self.compare(got, want, what)
+        else:
+            compare(got, want, what, atol=self.atol, rtol=self.rtol)
+
+    def _matches(self, got, want) -> bool:
+        try:
+            self._cmp(got, want, self.name)
+        except CheckFailed:
+            return False
+        return True
+
+    def _gives(self, m: Mistake, got, args: tuple, kwargs: dict, want=_UNSET) -> bool:
+        """True if ``got`` is mistake ``m``'s answer on this case (and, given ``want``, that answer is wrong)."""
+        try:
+            wrong = m.answer(args, kwargs)
+        except Exception:  # a mistake that cannot be computed on this case says nothing about it
+            return False
+        return self._matches(got, wrong) and (want is _UNSET or not self._matches(wrong, want))
+
+    def _diagnose(self, got, want, args: tuple, kwargs: dict, what: str, fn: Callable | None = None,
+                  others: Sequence[tuple[tuple, dict]] = ()) -> None:
+        """Raise CheckFailed for a wrong ``got``: the misconception if a mistake matches, else the first wrong entry."""
+        try:
+            self._cmp(got, want, what)
+            return
+        except CheckFailed as exc:
+            first_error = exc
+        candidates = [m for m in self.mistakes if self._gives(m, got, args, kwargs, want)]
+        if len(candidates) > 1 and fn is not None:  # two misconceptions agree on this case: ask the others
+            everywhere = [m for m in candidates if all(self._gives(m, _call_quietly(fn, a, k), a, k) for a, k in others)]
+            candidates = everywhere or candidates
+        if candidates:
+            raise CheckFailed(f"{what}: {candidates[0].why}") from None
+        raise CheckFailed(f"{first_error}" + (f"\nHint: {self.hint}" if self.hint else "")) from None
+
+    # -- the two ways to check ---------------------------------------------------
+    def check(self, fn: Callable, cases: Sequence[tuple[tuple, dict]] | None = None) -> bool:
+        """Check the reader's function on every case (see the module docstring for the outcomes).
+
+        ``cases`` replaces the exercise's own cases for this call (a checker that
+        is handed the chapter's model or cache builds its cases from them).
+        """
+        cases = self.all_cases() if cases is None else [(tuple(a), dict(k)) for a, k in cases]
+        for i, (args, kwargs) in enumerate(cases):
+            got = attempt(fn, self.name, *map(_fresh, args), **{k: _fresh(v) for k, v in kwargs.items()})
+            if got is NOT_ATTEMPTED:
+                return False
+            want = self.solution(*args, **kwargs)
+            self._diagnose(got, want, args, kwargs, f"{self.name}({_describe(args, kwargs)})", fn=fn,
+                           others=cases[:i] + cases[i + 1:])
+        return passed(self.name)
+
+    def check_value(self, answer: Any) -> bool:
+        """Check a value answer against ``solution()``; ``...`` (Ellipsis) means not attempted yet."""
+        if answer is Ellipsis:
+            _remind(self.name)
+            return False
+        if callable(answer):
+            raise CheckFailed(f"{self.name}: expected a value, got a function; call it, or use check(fn).")
+        if self.cases is not None:
+            raise TypeError(f"Exercise {self.id} checks a function; call .check(fn) instead of .check_value.")
+        self._diagnose(answer, self.solution(), (), {}, self.name)
+        return passed(self.name)
+
+
+def _call_quietly(fn: Callable, args: tuple, kwargs: dict):
+    try:
+        return fn(*map(_fresh, args), **{k: _fresh(v) for k, v in kwargs.items()})
+    except Exception:
+        return None
+
+
+def _origin(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .exercises import CheckFailed, check_function, compare, passed
+from .exercises import CheckFailed, Exercise, Mistake, check_function, compare, passed
 
 __all__ = [
     "stream_states",
@@ -295,33 +295,33 @@ def sublayer_sources(cache, n_layers: int):
 
 # ---------------------------------------------------------------- exercises
 
-def _ref_count(n_layers: int, n_heads: int) -> int:
+def solution_count_terms(n_layers: int, n_heads: int) -> int:
+    """Reference for the count-terms exercise: 2 embeddings + n_layers × (n_heads + 1 MLP)."""
     return count_additive_terms(n_layers, n_heads)
+
+
+COUNT_TERMS = Exercise(
+    id="ch1.count-terms",
+    name="count_terms",
+    solution=solution_count_terms,
+    cases=[((1, 1), {}), ((2, 4), {}), ((4, 3), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})],
+    mistakes=[
+        Mistake(lambda L, H: 2 + L * H, "you counted the embeddings and the heads but not the MLPs. "
+                "Every block also adds one MLP write."),
+        Mistake(lambda L, H: L * (H + 1), "the token and positional embeddings are terms of the sum too "
+                "(they are h_0)."),
+        Mistake(lambda L, H: 2 + L * (H + 2), "you counted each layer's attention bias as a term of its own. "
+                "This exercise folds it into its layer, as the formula does."),
+        Mistake(lambda L, H: (H + 2) ** L, "that counts paths through the network, not the terms added into "
+                "the final stream (Chapter 2 counts paths)."),
+    ],
+    hint="2 embeddings + n_layers × (n_heads + 1 MLP).",
+)
 
 
 def check_count_additive_terms(fn) -> bool:
     """Exercise: terms in the final stream (embed, pos, every head, every MLP)."""
-    cases = [((1, 1), {}), ((2, 4), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})]
-    L, H = 4, 3  # a size where the usual mistakes give different numbers
-    try:
-        got = fn(L, H)
-    except Exception:  # NotImplementedError and the reader's bugs are reported below
-        got = None
-    if got is not None:
-        if got == 2 + L * H:
-            raise CheckFailed(f"count_terms({L}, {H}) = {got}: you counted the embeddings and the heads "
-                              "but not the MLPs. Every block also adds one MLP write.")
-        if got == L * (H + 1):
-            raise CheckFailed(f"count_terms({L}, {H}) = {got}: the token and positional embeddings are "
-                              "terms of the sum too (they are h_0).")
-        if got == 2 + L * (H + 2):
-            raise CheckFailed(f"count_terms({L}, {H}) = {got}: you counted each layer's attention bias as a "
-                              "term of its own. This exercise folds it into its layer, as the formula does.")
-        if got == (H + 2) ** L:
-            raise CheckFailed(f"count_terms({L}, {H}) = {got}: that counts paths through the network, "
-                              "not the terms added into the final stream (Chapter 2 counts paths).")
-    return check_function(fn, _ref_count, cases, "count_terms",
-                          hint="2 embeddings + n_layers × (n_heads + 1 MLP).")
+    return COUNT_TERMS.check(fn)
 
 
 def _ref_block_delta(cache, layer: int):

@@ -53,3 +53,135 @@ def test_attempt_reminds_on_stubs_and_names_errors(capsys):
         attempt(lambda x: [][x], "f", 1)
     with pytest.raises(CheckFailed, match="expected a function"):
         attempt(3, "f")
+
+
+# --- the Exercise / Mistake shape ------------------------------------------------------------------
+
+import importlib
+import pkgutil
+
+import helpers
+from helpers.exercises import REGISTRY, Exercise, Mistake
+
+
+def _count_terms(n_layers, n_heads):
+    return 2 + n_layers * (n_heads + 1)
+
+
+def _toy_exercise():
+    return Exercise(
+        id="test.count-terms", name="count_terms", solution=_count_terms,
+        cases=[((4, 8), {}), ((12, 12), {}), ((1, 1), {})],
+        mistakes=[Mistake(lambda L, H: L * H, "counts only the heads"),
+                  Mistake(lambda L, H: 1 + L * (H + 1), "merges the two embeddings")],
+        hint="embeddings, heads, MLPs",
+    )
+
+
+def test_exercise_rejects_a_listed_mistake_with_its_misconception():
+    ex = _toy_exercise()
+    assert REGISTRY["test.count-terms"] is ex
+    with pytest.raises(CheckFailed, match=r"count_terms\(4, 8\): counts only the heads"):
+        ex.check(lambda L, H: L * H)
+    with pytest.raises(CheckFailed, match="merges the two embeddings"):
+        ex.check(lambda L, H: 1 + L * (H + 1))
+
+
+def test_exercise_rejects_an_unlisted_wrong_answer_with_the_first_wrong_entry_and_hint():
+    ex = _toy_exercise()
+    with pytest.raises(CheckFailed, match=r"(?s)count_terms\(4, 8\): expected 38, got 39.*Hint: embeddings"):
+        ex.check(lambda L, H: 3 + L * (H + 1))
+
+
+def test_exercise_rejects_a_constant_function():
+    ex = _toy_exercise()
+    right_on_first_case = _count_terms(4, 8)
+    with pytest.raises(CheckFailed, match=r"count_terms\(12, 12\): expected 158"):
+        ex.check(lambda L, H: right_on_first_case)
+
+
+def test_exercise_outcomes_stub_error_pass(capsys, monkeypatch):
+    ex = _toy_exercise()
+
+    def stub(L, H):
+        raise NotImplementedError
+
+    assert ex.check(stub) is False
+    assert "count_terms: not attempted yet" in capsys.readouterr().out
+    monkeypatch.setenv("RS_BOOK_BUILD", "1")
+    assert helpers.in_book_build()
+    assert ex.check(stub) is False
+    assert capsys.readouterr().out == ""  # the static book shows no reminder
+    monkeypatch.delenv("RS_BOOK_BUILD")
+    with pytest.raises(CheckFailed, match="your function raised KeyError"):
+        ex.check(lambda L, H: {}[L])
+    assert ex.check(_count_terms) is True
+    assert "✔ count_terms: correct." in capsys.readouterr().out
+
+
+def test_value_exercise_and_its_mistakes(capsys):
+    ex = Exercise(id="test.value", name="slope", solution=lambda: -0.5,
+                  mistakes=[Mistake(value=0.5, why="the sign: the loss falls"), Mistake(value=0.0, why="flat")],
+                  atol=1e-3)
+    assert ex.check_value(-0.5001) is True
+    assert ex.check(lambda: -0.5) is True
+    with pytest.raises(CheckFailed, match="the sign"):
+        ex.check_value(0.5)
+    with pytest.raises(CheckFailed, match="slope: expected -0.5, got 0.25"):
+        ex.check_value(0.25)
+    capsys.readouterr()
+    assert ex.check_value(...) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+def test_exercise_and_mistake_validate_their_arguments():
+    with pytest.raises(ValueError, match="exactly one"):
+        Mistake(why="no answer")
+    with pytest.raises(ValueError, match="misconception"):
+        Mistake(lambda x: x)
+    with pytest.raises(ValueError, match="chapter-prefixed"):
+        Exercise(id="nodot", name="f", solution=abs)
+    with pytest.raises(TypeError, match="Mistake objects"):
+        Exercise(id="test.bad", name="f", solution=abs, cases=[((1,), {})], mistakes=[lambda x: x])
+    with pytest.raises(ValueError, match="already used"):
+        Exercise(id="test.count-terms", name="g", solution=abs, cases=[((1,), {})])
+
+
+def _import_every_helpers_module():
+    for info in pkgutil.walk_packages(helpers.__path__, "helpers."):
+        importlib.import_module(info.name)
+
+
+def _book_exercises():
+    _import_every_helpers_module()
+    return [ex for key, ex in sorted(REGISTRY.items()) if not key.startswith("test.")]
+
+
+def test_registry_is_filled_by_the_topic_modules():
+    exercises = _book_exercises()
+    assert len({ex.id.split(".")[0] for ex in exercises}) >= 1, "no topic module registered an Exercise"
+
+
+def test_every_registered_exercise_accepts_its_solution_and_names_each_mistake(capsys):
+    """Generic: every Exercise in the book passes its own reference, and every listed mistake is caught by name."""
+    for ex in _book_exercises():
+        assert ex.check(ex.solution) is True, ex.id
+        assert len(ex.mistakes) >= 2, f"{ex.id}: list at least two typical wrong answers"
+        for m in ex.mistakes:
+            with pytest.raises(CheckFailed) as info:
+                if m.fn is None:
+                    ex.check_value(m.value)
+                else:
+                    ex.check(m.fn)
+            assert m.why in str(info.value), f"{ex.id}: mistake {m.why!r} was rejected as {info.value}"
+
+
+def test_every_registered_function_exercise_rejects_a_constant(capsys):
+    """A function that returns the right answer for the first case only (a constant) must fail."""
+    for ex in _book_exercises():
+        if ex.cases is None:
+            continue
+        (args, kwargs), *_ = ex.all_cases()
+        first = ex.solution(*args, **kwargs)
+        with pytest.raises(CheckFailed):
+            ex.check(lambda *a, _first=first, **k: _first)
