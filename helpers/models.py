@@ -9,6 +9,7 @@ bundled organism to GPT-2 is a one-word change.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -64,11 +65,13 @@ def load_model(name: str, device=None, compatibility: bool = True):
     name_str = str(name)
 
     if name_str in zoo.BUNDLED_MODELS:
-        bridge = zoo.load_bundled(name_str, device=device)
+        with _quiet_loading():
+            bridge = zoo.load_bundled(name_str, device=device)
     elif name_str in HUB_MODELS:
         bridge = _load_from_hub(HUB_MODELS[name_str], device)
     elif Path(name_str).is_dir():
-        bridge = _boot_transformers(name_str, device)
+        with _quiet_loading():
+            bridge = _boot_transformers(name_str, device)
     else:
         valid = "\n".join(f"  {k!r}: {v}" for k, v in available_models().items())
         raise ValueError(
@@ -79,7 +82,79 @@ def load_model(name: str, device=None, compatibility: bool = True):
         bridge.enable_compatibility_mode()
     bridge.eval()
     _inputs_follow_model(bridge)
+    _inputs_within_limits(bridge, name_str)
     return bridge
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No progress bars while weights load: in a notebook, transformers' "Loading weights"
+    bar is a widget that would be stored in every executed chapter's outputs. The previous
+    setting is restored afterwards, so a reader's own downloads keep their bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _inputs_within_limits(bridge, name: str) -> None:
+    """Reject, with a message naming the limit, the two inputs that otherwise fail deep inside
+    torch with a bare ``IndexError``: a prompt longer than the context (``cfg.n_ctx``) and a
+    token id outside the vocabulary (``0 … cfg.d_vocab - 1``).
+
+    Wraps ``bridge.to_tokens`` (which TransformerLens would otherwise cut silently to the
+    context) and ``bridge.forward``, through which ``bridge(...)``, ``run_with_cache`` and
+    ``run_with_hooks`` all pass. ``to_tokens(..., truncate=True)`` still cuts on request.
+    """
+    import functools
+
+    import torch
+
+    n_ctx, d_vocab = int(bridge.cfg.n_ctx), int(bridge.cfg.d_vocab)
+    original_to_tokens, original_forward = bridge.to_tokens, bridge.forward
+
+    def too_long(n: int) -> ValueError:
+        return ValueError(
+            f"This prompt is {n} tokens long, but {name} reads at most n_ctx = {n_ctx} tokens "
+            f"(its context length). Shorten the prompt, split it into pieces of at most {n_ctx} "
+            f"tokens, or cut it explicitly with model.to_tokens(text, truncate=True)."
+        )
+
+    @functools.wraps(original_to_tokens)
+    def to_tokens(input, *args, truncate=None, **kwargs):
+        if truncate is not None:  # the caller chose: cut (True) or keep everything (False)
+            return original_to_tokens(input, *args, truncate=truncate, **kwargs)
+        tokens = original_to_tokens(input, *args, truncate=False, **kwargs)
+        if tokens.shape[-1] > n_ctx:
+            raise too_long(tokens.shape[-1])
+        return tokens
+
+    @functools.wraps(original_forward)
+    def forward(input, *args, **kwargs):
+        if (isinstance(input, torch.Tensor) and not input.is_floating_point() and not input.is_complex()
+                and kwargs.get("start_at_layer") is None and kwargs.get("past_key_values") is None):
+            if input.ndim == 0:
+                raise ValueError("Token ids must be a 1-D [pos] or 2-D [batch, pos] tensor, got a scalar.")
+            if input.shape[-1] > n_ctx:
+                raise too_long(input.shape[-1])
+            if input.numel():
+                lo, hi = int(input.min()), int(input.max())
+                if lo < 0 or hi >= d_vocab:
+                    bad = lo if lo < 0 else hi
+                    raise ValueError(
+                        f"Token id {bad} is outside the vocabulary of {name}: valid ids are 0 … "
+                        f"{d_vocab - 1} (d_vocab = {d_vocab}). Were these tokens made by another "
+                        f"model's tokenizer?"
+                    )
+        return original_forward(input, *args, **kwargs)
+
+    bridge.to_tokens = to_tokens
+    bridge.forward = forward
 
 
 def _inputs_follow_model(bridge) -> None:
@@ -133,4 +208,7 @@ def _load_from_hub(repo: str, device):
                 f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Use a bundled model instead: "
                 f"{bundled}; or run this chapter in Colab, where the hub is reachable."
             )
-    return _boot_transformers(repo, device)
+        print(f"Downloading {repo} from the Hugging Face hub (once; later loads read the local copy)...",
+              flush=True)
+    with _quiet_loading():
+        return _boot_transformers(repo, device)

@@ -87,3 +87,79 @@ def test_model_accepts_tokens_from_any_device():
     hooked = model.run_with_hooks(tokens, fwd_hooks=[])
     torch.testing.assert_close(logits, hooked)
     assert logits.device == next(model.parameters()).device == cache["blocks.0.hook_resid_pre"].device
+
+
+# ---- inputs the model cannot read: a clear ValueError naming the limit, not torch's IndexError
+
+
+@pytest.fixture(scope="module")
+def organism():
+    return helpers.load_model("rs-gpt2-4l", device="cpu")
+
+
+def test_overlong_prompt_is_rejected_with_the_context_length(organism):
+    n_ctx = organism.cfg.n_ctx
+    too_long = torch.zeros(1, n_ctx + 1, dtype=torch.long)
+    long_text = "the " * (2 * n_ctx)
+    calls = {
+        "forward": lambda x: organism(x),
+        "run_with_cache": lambda x: organism.run_with_cache(x),
+        "run_with_hooks": lambda x: organism.run_with_hooks(x, fwd_hooks=[]),
+    }
+    for name, call in calls.items():
+        for bad in (too_long, too_long[0], long_text):
+            with pytest.raises(ValueError, match=rf"n_ctx = {n_ctx}\b") as err:
+                call(bad)
+            assert "rs-gpt2-4l" in str(err.value), name
+    with pytest.raises(ValueError, match=rf"n_ctx = {n_ctx}\b"):
+        organism.to_tokens(long_text)
+    with pytest.raises(ValueError, match=rf"n_ctx = {n_ctx}\b"):
+        organism.to_str_tokens(long_text)
+
+
+def test_out_of_vocabulary_ids_are_rejected_with_the_vocabulary_size(organism):
+    d_vocab = organism.cfg.d_vocab
+    for bad_id in (d_vocab, d_vocab + 1000, -1):
+        tokens = torch.tensor([[0, 5, bad_id]])
+        for call in (organism, organism.run_with_cache, lambda x: organism.run_with_hooks(x, fwd_hooks=[])):
+            with pytest.raises(ValueError, match=rf"Token id {bad_id} .*d_vocab = {d_vocab}"):
+                call(tokens)
+
+
+def test_inputs_at_the_limits_still_run(organism):
+    n_ctx, d_vocab = organism.cfg.n_ctx, organism.cfg.d_vocab
+    full = torch.full((2, n_ctx), d_vocab - 1, dtype=torch.long)
+    logits, cache = organism.run_with_cache(full)
+    assert logits.shape == (2, n_ctx, d_vocab) and torch.isfinite(logits).all()
+    # an explicit request to cut still cuts, as TransformerLens does
+    assert organism.to_tokens("the " * (2 * n_ctx), truncate=True).shape[-1] == n_ctx
+    assert organism.to_tokens("the " * (2 * n_ctx), truncate=False).shape[-1] > n_ctx
+    # residual-stream input (start_at_layer) is a float tensor and is not mistaken for ids
+    resid = cache["blocks.1.hook_resid_pre"]
+    torch.testing.assert_close(organism(resid, start_at_layer=1), logits, atol=1e-4, rtol=1e-4)
+
+
+def test_without_the_checks_torch_fails_obscurely(tiny_gpt2_dir):
+    """Why the checks exist: the raw bridge raises IndexError (or silently truncates)."""
+    from helpers.models import _boot_transformers
+
+    raw = _boot_transformers(str(tiny_gpt2_dir), "cpu")
+    with pytest.raises(IndexError):
+        raw(torch.zeros(1, raw.cfg.n_ctx + 1, dtype=torch.long))
+    with pytest.raises(IndexError):
+        raw(torch.tensor([[raw.cfg.d_vocab]]))
+
+
+def test_loading_shows_no_progress_bar_and_restores_the_setting(tiny_gpt2_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from helpers.models import _boot_transformers
+
+    hf_logging.enable_progress_bar()
+    _boot_transformers(str(tiny_gpt2_dir), "cpu")  # the raw loader draws transformers' bar
+    assert "Loading weights" in capfd.readouterr().err
+    helpers.load_model(str(tiny_gpt2_dir), device="cpu")
+    helpers.load_model("rs-gpt2-4l", device="cpu")
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.err + captured.out
+    assert hf_logging.is_progress_bar_enabled(), "load_model must restore the reader's progress-bar setting"

@@ -143,8 +143,31 @@ import json, resource, sys, time
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-import signal
+import os, signal, threading
+import psutil
 src, out, cwd, timeout, total = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+cap_mib = float(sys.argv[6])
+watch = {"peak_mib": 0.0, "killed": None, "stop": False}
+def watcher():
+    me = psutil.Process()
+    while not watch["stop"]:
+        rss = 0
+        kids = me.children(recursive=True)
+        for kid in kids:
+            try:
+                rss += kid.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        watch["peak_mib"] = max(watch["peak_mib"], rss / 2**20)
+        if cap_mib > 0 and rss / 2**20 > cap_mib:
+            watch["killed"] = f"kernel passed the memory cap of {cap_mib:.0f} MiB and was stopped"
+            for kid in kids:
+                try:
+                    kid.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        time.sleep(0.2)
+threading.Thread(target=watcher, daemon=True).start()
 class ChapterTimeout(Exception):
     pass
 def on_alarm(signum, frame):
@@ -161,8 +184,11 @@ except ChapterTimeout as err:
 except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
     result["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
 signal.alarm(0)
+watch["stop"] = True
+if watch["killed"]:
+    result["error"] = watch["killed"]
 result["wall_s"] = time.perf_counter() - start
-result["peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+result["peak_mib"] = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, watch["peak_mib"])
 nbformat.write(nb, out)
 print("STANDIN-RESULT " + json.dumps(result))
 """
@@ -199,12 +225,14 @@ def _text_outputs(nb) -> str:
 
 
 def run_chapter(chapter: Path, model_path: Path, timeout_s: int = 900, cell_timeout_s: int = 600,
-                keep: Path | None = None) -> dict:
+                keep: Path | None = None, memory_cap_mib: float = 9 * 1024) -> dict:
     """Execute one chapter on ``model_path`` in a fresh kernel; return what happened.
 
     Keys: chapter, ok, wall_s, peak_mib, error (one line), first_error (cell index, id,
     exception name and value), executed_to, n_cells, findings (the "measured ..." lines),
-    output (path of the executed notebook). ``timeout_s`` bounds the whole chapter.
+    output (path of the executed notebook). ``timeout_s`` bounds the whole chapter;
+    the kernel is stopped if its resident memory passes ``memory_cap_mib`` (0: no cap),
+    so a chapter that runs away cannot take the machine down with it.
     """
     import nbformat
 
@@ -221,7 +249,7 @@ def run_chapter(chapter: Path, model_path: Path, timeout_s: int = 900, cell_time
     # The runner stops the chapter itself after timeout_s (and shuts its kernel down); the
     # backstop below only fires if the runner hangs, and then ends the processes it started.
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(src), str(keep), str(chapter.parent),
-                             str(min(cell_timeout_s, timeout_s)), str(timeout_s)],
+                             str(min(cell_timeout_s, timeout_s)), str(timeout_s), str(memory_cap_mib)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s + 120)
@@ -291,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("chapters", nargs="+", type=Path)
     r.add_argument("--size", choices=sorted(SIZES), default="small")
     r.add_argument("--timeout", type=int, default=900, help="seconds for the whole chapter")
+    r.add_argument("--memory-cap", type=float, default=9 * 1024, help="MiB; stop a kernel past it (0: none)")
     r.add_argument("--json", type=Path, help="also write the reports to this JSON file")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -300,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reports = []
     for chapter in args.chapters:
-        report = run_chapter(chapter, path, timeout_s=args.timeout)
+        report = run_chapter(chapter, path, timeout_s=args.timeout, memory_cap_mib=args.memory_cap)
         reports.append(report)
         print(_format(report), flush=True)
     if args.json:
