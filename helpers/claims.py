@@ -47,8 +47,10 @@ __all__ = [
     "claim",
     "exceeds",
     "falls_below",
+    "falsifiability_problems",
     "identity",
     "ratio_above",
+    "reference_problems",
     "within",
 ]
 
@@ -181,8 +183,13 @@ def _make(kind: str, why: str, **params) -> Comparison:
         raise ValueError(f"between(lo={clean['lo']}, hi={clean['hi']}): lo must not exceed hi.")
     if kind == "within" and clean["tol"] < 0:
         raise ValueError("within(tol=...) must be ≥ 0.")
-    if kind in ("exceeds", "falls_below") and clean["by"] < 0:
-        raise ValueError(f"{kind}(by=...) must be ≥ 0: a negative margin lets the null itself pass.")
+    if kind == "ratio_above" and clean["factor"] <= 1:
+        raise ValueError("ratio_above(factor=...) must be > 1, or the null itself would pass.")
+    if kind in ("exceeds", "falls_below") and clean["by"] <= 0:
+        raise ValueError(
+            f"{kind}(by={clean['by']}) must be > 0: compared with itself the null differs by 0, so with "
+            "by ≤ 0 the null itself would pass. Give the margin the effect must clear, with its reason."
+        )
     return Comparison(kind, clean, why.strip())
 
 
@@ -206,20 +213,18 @@ def within(target: float, tol: float, *, why: str) -> Comparison:
     return _make("within", why, target=target, tol=tol)
 
 
-def exceeds(by: float = 0.0, *, why: str) -> Comparison:
+def exceeds(by: float, *, why: str) -> Comparison:
     """Passes when the value exceeds the null's value by at least ``by``."""
     return _make("exceeds", why, by=by)
 
 
-def falls_below(by: float = 0.0, *, why: str) -> Comparison:
+def falls_below(by: float, *, why: str) -> Comparison:
     """Passes when the value is below the null's value by at least ``by``."""
     return _make("falls_below", why, by=by)
 
 
 def ratio_above(factor: float, *, why: str) -> Comparison:
     """Passes when the value is at least ``factor`` times the (positive) null."""
-    if factor <= 1:
-        raise ValueError("ratio_above(factor=...) must be > 1, or the null itself would pass.")
     return _make("ratio_above", why, factor=factor)
 
 
@@ -368,6 +373,65 @@ def identity(
     if not ok:
         raise ClaimError(f"identity {id} failed: max difference {err:.3g} > tolerance ({record['comparison']}). {statement}")
     return record
+
+
+def falsifiability_problems(records) -> list[str]:
+    """Re-run every finding's comparison on its own null; return what is wrong (empty: all sound).
+
+    ``records`` are claim records (:data:`RECORDS`) or the rows of
+    ``_build/claims.json`` (each with the full record under ``"record"``). The
+    comparison is rebuilt from the stored ``test`` and applied to the null's
+    value here, so a record whose comparison was weakened to accept its null is
+    caught even if its ``null_passes`` field says otherwise. A finding without a
+    null or with a malformed comparison is reported too. Identities are skipped.
+    """
+    problems = []
+    for row in _as_records(records, "falsifiability_problems"):
+        if row.get("kind") != "finding":
+            continue
+        cid = row.get("id", "?")
+        null = row.get("null")
+        if not isinstance(null, dict) or "value" not in null:
+            problems.append(f"{cid}: a finding without a null; give Null(what, value, kind).")
+            continue
+        try:
+            test = Comparison.from_dict(row["test"])
+            null_value = _number(null["value"], f"{cid}: null value")
+            if test.holds(null_value, null_value):
+                problems.append(
+                    f"{cid}: its null ({null.get('what')} = {_fmt(null_value)}) also satisfies "
+                    f"'{test.describe()}', so the finding is not evidence."
+                )
+        except (KeyError, TypeError, ValueError, ClaimError) as e:
+            problems.append(f"{cid}: malformed comparison {row.get('test')!r} ({e}).")
+    return problems
+
+
+def reference_problems(records, bib_keys) -> list[str]:
+    """Findings with no reference key, or with a key that is not in ``bib_keys`` (the bibliography)."""
+    keys = set(bib_keys)
+    if not keys:
+        raise ValueError("reference_problems: bib_keys is empty; pass the keys of references.bib.")
+    problems = []
+    for row in _as_records(records, "reference_problems"):
+        if row.get("kind") != "finding":
+            continue
+        refs = row.get("reference") or []
+        if not refs:
+            problems.append(f"{row.get('id', '?')}: a finding without a reference key.")
+        problems += [f"{row.get('id', '?')}: reference {k!r} is not in the bibliography." for k in refs if k not in keys]
+    return problems
+
+
+def _as_records(records, who: str) -> list[dict]:
+    if isinstance(records, (str, bytes, dict)) or not hasattr(records, "__iter__"):
+        raise TypeError(f"{who}: pass a list of claim records (RECORDS or the rows of _build/claims.json).")
+    out = []
+    for row in records:
+        if not isinstance(row, dict):
+            raise TypeError(f"{who}: each record must be a dict, got {type(row).__name__}.")
+        out.append(row.get("record", row))
+    return out
 
 
 # --------------------------------------------------------------------------- internals

@@ -67,6 +67,8 @@ def test_pages_in_headless_chromium(built_book, capsys):
         print("\n" + table)
     problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
     assert not problems, "\n".join(problems)
+    checked = {r.page for r in reports}
+    assert set(BACK_MATTER) <= checked, f"the page check missed {sorted(set(BACK_MATTER) - checked)}"
     chapters = [r for r in reports if r.page.startswith("chapters/")]
     assert chapters and all(r.figures >= 1 for r in chapters), "every chapter draws at least one figure"
     assert all(r.screenshot and os.path.getsize(r.screenshot) > 10_000 for r in reports)
@@ -76,3 +78,76 @@ def test_pages_in_headless_chromium(built_book, capsys):
     assert explorer is not None, "the decomposition explorer is missing"
     assert "h0 = embed + pos, position 1" in explorer["title"], explorer
     assert explorer["traces_split"] == 3, explorer  # heatmap + the two sources of h0
+
+
+# --------------------------------------------------------------------------- claims, bibliography, glossary
+
+BACK_MATTER = ("claims.html", "glossary.html", "references.html")
+
+
+def claims_problems(rows, bib_keys, chapter_docs) -> list[str]:
+    """What is wrong with the build's claims: a finding whose null passes, a missing null or
+    reference key, a chapter that registers no finding."""
+    from helpers.claims import falsifiability_problems, reference_problems
+
+    problems = falsifiability_problems(rows) + reference_problems(rows, bib_keys)
+    for doc in chapter_docs:
+        if not any(r.get("document") == doc and r.get("kind") == "finding" for r in rows):
+            problems.append(f"{doc}: registers no finding")
+    return problems
+
+
+def _bib_keys():
+    from pybtex.database import parse_file
+
+    return set(parse_file(str(ROOT / "references.bib")).entries)
+
+
+def test_claims_check_fails_on_a_weakened_claim_and_a_chapter_without_findings():
+    rows = [{"id": "ch1.a", "kind": "finding", "document": "chapters/01_x", "reference": ["elhage2021mathematical"],
+             "null": {"what": "chance", "value": 0.1, "kind": "chance"},
+             "test": {"kind": "above", "params": {"threshold": 0.5}, "why": "five times chance"}}]
+    assert claims_problems(rows, _bib_keys(), ["chapters/01_x"]) == []
+    rows[0]["test"]["params"]["threshold"] = 0.05  # weakened: chance (0.1) now passes too
+    rows[0]["reference"] = ["nobody2099"]
+    problems = claims_problems(rows, _bib_keys(), ["chapters/01_x", "chapters/02_y"])
+    assert len(problems) == 3, problems
+    assert "not evidence" in problems[0] and "nobody2099" in problems[1] and "02_y" in problems[2]
+
+
+def test_build_writes_claims_json_and_every_finding_beats_its_null(built_book):
+    import json
+
+    path = ROOT / "_build" / "claims.json"
+    assert path.exists(), "the build did not write _build/claims.json"
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(rows, list) and rows, "no claims were recorded"
+    for r in rows:
+        assert {"id", "chapter", "statement", "value", "null", "passed", "reference", "kind"} <= set(r), r.get("id")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a claim id is registered twice"
+    chapters = [f"chapters/{nb.stem}" for nb in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))]
+    problems = claims_problems(rows, _bib_keys(), chapters)
+    assert not problems, "\n".join(problems)
+    page = (built_book / "claims.html").read_text(encoding="utf-8")
+    assert page.count('<tr class="rs-claim-row') == len(rows), "the Claims page and claims.json disagree"
+    for r in rows:
+        anchor = r["url"].split("#", 1)[1]
+        chapter_page = (built_book / r["url"].split("#", 1)[0]).read_text(encoding="utf-8")
+        assert f'id="{anchor}"' in chapter_page, f"{r['id']}: its anchor is missing from {r['url']}"
+
+
+def test_every_chapter_ends_with_its_references(built_book):
+    for nb in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):
+        html = (built_book / "chapters" / f"{nb.stem}.html").read_text(encoding="utf-8")
+        assert '<section id="references">' in html, f"{nb.stem} has no References section"
+        refs = html.split('<section id="references">', 1)[1]
+        assert 'role="doc-biblioentry"' in refs, f"{nb.stem}: its References section lists no work"
+        assert 'class="bibtex-citation"' in html or "bibtex-citation" in html, f"{nb.stem} cites nothing"
+
+
+def test_glossary_and_references_pages_list_every_term_and_entry(built_book):
+    glossary = (built_book / "glossary.html").read_text(encoding="utf-8")
+    assert glossary.count('<dt id="term-') >= 40, "the glossary lost terms"
+    references = (built_book / "references.html").read_text(encoding="utf-8")
+    assert references.count('role="doc-biblioentry"') == len(_bib_keys()), "references.html must list every entry"
