@@ -97,11 +97,35 @@ def _collect_claims(app, doctree):
             _log.warning(f"claim {c['record'].get('id')} is displayed twice on this page (anchor {c['anchor']})",
                          location=docname, type="rs", subtype="claims")
         seen.add(c["anchor"])
+    for cid in _claims_not_shown(app, docname, seen):
+        _log.warning(f"claim {cid} ran but its output is not on the page (a remove-output or remove-cell tag?); "
+                     "the Claims page links to each claim's output, so keep it visible (hide-output is fine)",
+                     location=docname, type="rs", subtype="claims")
     store = _claims_store(app.env)
     if found:
         store["records"][docname] = found
     else:
         store["records"].pop(docname, None)
+
+
+def _claims_not_shown(app, docname, anchors) -> list[str]:
+    """Claims in the executed notebook's outputs (myst-nb's jupyter_execute copy) missing from the page."""
+    executed = _Path(app.outdir).parent / "jupyter_execute" / (docname + ".ipynb")
+    if not executed.exists():
+        return []
+    try:
+        nb = _json.loads(executed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    missing = []
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            body = (out.get("data") or {}).get("text/html", "")
+            body = "".join(body) if isinstance(body, list) else str(body)
+            for m in _CLAIM_TAG.finditer(body):
+                if m.group(1) not in anchors:
+                    missing.append(_json.loads(_html.unescape(m.group(2))).get("id", m.group(1)))
+    return missing
 
 
 def _purge_claims(app, env, docname):

@@ -465,3 +465,20 @@ def test_claims_tables_mark_a_finding_whose_null_passes():
     app, env = fake_build(ext, {"chapters/09_x": records})
     assert "1 finding has a null that also passes: ch9.exceeds" in ext._claims_table_html(app, env, "c", "summary")
     assert "✘ its null passes too" in ext._claims_table_html(app, env, "c", "findings")
+
+
+def test_collector_names_a_claim_whose_output_was_removed_from_the_page(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    ext = load_extension()
+    C.begin_chapter("ch9", model="rs-gpt2-4l")
+    shown = displayed_html(monkeypatch, lambda: finding("ch9.shown"))
+    hidden = displayed_html(monkeypatch, lambda: finding("ch9.hidden"))
+    executed = tmp_path / "jupyter_execute" / "chapters" / "09_x.ipynb"
+    executed.parent.mkdir(parents=True)
+    outputs = [{"output_type": "display_data", "data": {"text/html": html}} for html in (shown, hidden)]
+    executed.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}), encoding="utf-8")
+    app = SimpleNamespace(outdir=str(tmp_path / "html"))
+    assert ext._claims_not_shown(app, "chapters/09_x", {"claim-ch9-shown", "claim-ch9-hidden"}) == []
+    assert ext._claims_not_shown(app, "chapters/09_x", {"claim-ch9-shown"}) == ["ch9.hidden"]
+    assert ext._claims_not_shown(app, "chapters/10_missing", set()) == []
