@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import (attention_patterns, copy_losses, duplicate_token_scores, per_token_loss, prefix_matching_scores,
+                   previous_token_scores, repeated_random_tokens, require_index, require_model, second_copy_loss, zero_head_hook)
 from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 from .plotting import PALETTE
 
@@ -35,6 +37,7 @@ __all__ = [
     "random_composition_baseline",
     "repeated_random_tokens",
     "per_token_loss",
+    "copy_losses",
     "previous_token_scores",
     "prefix_matching_scores",
     "duplicate_token_scores",
@@ -62,11 +65,9 @@ MODES = ("Q", "K", "V")
 
 # ----------------------------------------------------------------------------- circuits
 def _check_head(model, layer: int, head: int) -> None:
-    cfg = model.cfg
-    if not isinstance(layer, int) or not 0 <= layer < cfg.n_layers:
-        raise ValueError(f"layer must be an int in 0..{cfg.n_layers - 1}, got {layer!r}.")
-    if not isinstance(head, int) or not 0 <= head < cfg.n_heads:
-        raise ValueError(f"head must be an int in 0..{cfg.n_heads - 1}, got {head!r}.")
+    cfg = require_model(model)
+    require_index("layer", layer, cfg.n_layers)
+    require_index("head", head, cfg.n_heads)
 
 
 def qk_circuit(model, layer: int, head: int):
@@ -187,92 +188,6 @@ def random_composition_baseline(d_model: int, d_head: int, mode: str = "K", n_sa
 
 
 # ------------------------------------------------------------------ behaviour of heads
-def _special_ids(model) -> set[int]:
-    tok = getattr(model, "tokenizer", None)
-    return set(tok.all_special_ids) if tok is not None else set()
-
-
-def repeated_random_tokens(model, n_seqs: int = 16, length: int = 50, seed: int = 0) -> torch.Tensor:
-    """[n_seqs, 1 + 2·length] token ids: BOS, then ``length`` uniformly random
-    non-special tokens, then the same ``length`` tokens again.
-
-    Draws exactly what ``helpers.zoo.evals.random_repeat_batch`` draws for the same seed.
-    """
-    for nm, v in (("n_seqs", n_seqs), ("length", length)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{nm} must be a positive int, got {v!r}.")
-    if 1 + 2 * length > model.cfg.n_ctx:
-        raise ValueError(f"1 + 2*length = {1 + 2 * length} tokens do not fit the context of {model.cfg.n_ctx}; "
-                         f"use length <= {(model.cfg.n_ctx - 1) // 2}.")
-    tok = model.tokenizer
-    if tok is None or tok.bos_token_id is None:
-        raise ValueError("the model's tokenizer has no BOS token; repeated_random_tokens needs one.")
-    special = _special_ids(model)
-    allowed = torch.tensor([t for t in range(model.cfg.d_vocab) if t not in special])
-    g = torch.Generator().manual_seed(seed)
-    rand = allowed[torch.randint(len(allowed), (n_seqs, length), generator=g)]
-    bos = torch.full((n_seqs, 1), tok.bos_token_id)
-    return torch.cat([bos, rand, rand], dim=1).to(model.cfg.device)
-
-
-def per_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Next-token loss in nats, [batch, pos - 1]: entry ``i`` is the loss of predicting
-    ``tokens[:, i + 1]`` from the logits at position ``i``."""
-    if logits.ndim != 3 or tokens.ndim != 2 or logits.shape[:2] != tokens.shape:
-        raise ValueError(f"per_token_loss needs logits [batch, pos, vocab] and tokens [batch, pos]; "
-                         f"got {tuple(logits.shape)} and {tuple(tokens.shape)}.")
-    logp = logits[:, :-1].float().log_softmax(-1)
-    return -logp.gather(-1, tokens[:, 1:, None].to(logp.device))[..., 0]
-
-
-def _check_patterns(patterns) -> torch.Tensor:
-    if isinstance(patterns, (list, tuple)):
-        patterns = torch.stack([torch.as_tensor(p) for p in patterns])
-    if not isinstance(patterns, torch.Tensor) or patterns.ndim != 5 or patterns.shape[-1] != patterns.shape[-2]:
-        raise ValueError("expected attention patterns [n_layers, batch, n_heads, q_pos, k_pos] "
-                         "(see attention_patterns); got "
-                         f"{tuple(patterns.shape) if isinstance(patterns, torch.Tensor) else type(patterns).__name__}.")
-    return patterns
-
-
-def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Every head's attention pattern on ``tokens``: [n_layers, batch, n_heads, q_pos, k_pos]."""
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
-        raise ValueError(f"tokens must be a [batch, pos] tensor, got {getattr(tokens, 'shape', type(tokens))}.")
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layers)]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    return torch.stack([cache[n] for n in names]).cpu()
-
-
-def previous_token_scores(patterns: torch.Tensor) -> torch.Tensor:
-    """[n_layers, n_heads]: mean attention from each position t ≥ 1 to position t − 1."""
-    p = _check_patterns(patterns)
-    t = torch.arange(1, p.shape[-1])
-    return p[..., t, t - 1].mean(dim=(1, 3))
-
-
-def prefix_matching_scores(patterns: torch.Tensor, length: int) -> torch.Tensor:
-    """[n_layers, n_heads]: on BOS + R + R (R of ``length`` tokens), the mean attention
-    from each token of the second copy to the token right after that token's
-    earlier occurrence (Olsson et al. 2022)."""
-    p = _check_patterns(patterns)
-    if not isinstance(length, int) or p.shape[-1] != 1 + 2 * length:
-        raise ValueError(f"patterns cover {p.shape[-1]} positions, which is not 1 + 2*length for length={length!r}.")
-    q = torch.arange(length + 1, 2 * length + 1)
-    return p[..., q, q - length + 1].mean(dim=(1, 3))
-
-
-def duplicate_token_scores(patterns: torch.Tensor, length: int) -> torch.Tensor:
-    """[n_layers, n_heads]: on BOS + R + R, the mean attention from each token of the
-    second copy to that same token's earlier occurrence (position q − length)."""
-    p = _check_patterns(patterns)
-    if not isinstance(length, int) or p.shape[-1] != 1 + 2 * length:
-        raise ValueError(f"patterns cover {p.shape[-1]} positions, which is not 1 + 2*length for length={length!r}.")
-    q = torch.arange(length + 1, 2 * length + 1)
-    return p[..., q, q - length].mean(dim=(1, 3))
-
-
 # ----------------------------------------------------------------------------- figures
 def attention_pattern_figure(patterns: dict, str_tokens: Sequence[str], title: str, active: int = 0):
     """Heatmaps of several heads' patterns on one sequence, with a dropdown to pick the head.
@@ -619,26 +534,14 @@ def check_prefix_matching_score(fn, model=None) -> bool:
                           hint="the queries are positions length+1 … 2·length; each attends to q − length + 1.")
 
 
-def _second_copy_loss(model, tokens: torch.Tensor, length: int, fwd_hooks=()) -> float:
-    logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks)) if fwd_hooks else model(tokens)
-    return float(per_token_loss(logits, tokens)[:, length + 1:].mean())
-
-
 def solution_head_ablation_effects(model, tokens: torch.Tensor, length: int) -> torch.Tensor:
     """Reference: [n_layers, n_heads] rise in mean second-copy loss (nats, tokens 2..length of
     the second copy) when one head's output is zeroed (``hook_z`` set to 0)."""
-    def zero(head):
-        def hook(z, hook=None):
-            z[:, :, head] = 0.0
-            return z
-        return hook
-
-    with torch.no_grad():
-        base = _second_copy_loss(model, tokens, length)
-        out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-        for l in range(model.cfg.n_layers):
-            for h in range(model.cfg.n_heads):
-                out[l, h] = _second_copy_loss(model, tokens, length, [(f"blocks.{l}.attn.hook_z", zero(h))]) - base
+    base = second_copy_loss(model, tokens, length)
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for l in range(model.cfg.n_layers):
+        for h in range(model.cfg.n_heads):
+            out[l, h] = second_copy_loss(model, tokens, length, [(f"blocks.{l}.attn.hook_z", zero_head_hook(h))]) - base
     return out
 
 

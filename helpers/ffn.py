@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .core import require_index, require_mlp
 from .zoo import corpus as C
+from .zoo.evals import corpus_tokens
 from .zoo import world as W
 
 __all__ = [
@@ -40,23 +42,15 @@ __all__ = [
 
 # ------------------------------------------------------------------ validation
 def _check_model(model) -> None:
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "n_layers"):
-        raise TypeError(f"expected a TransformerBridge from helpers.load_model, got {type(model).__name__}.")
-    if getattr(cfg, "d_mlp", None) in (None, 0):
-        raise ValueError("this model has no MLP blocks (attention-only); use a model such as 'rs-gpt2-4l'.")
+    require_mlp(model)
 
 
 def _check_layer(model, layer) -> int:
-    if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < model.cfg.n_layers:
-        raise ValueError(f"layer must be an int in 0..{model.cfg.n_layers - 1}, got {layer!r}.")
-    return layer
+    return require_index("layer", layer, model.cfg.n_layers)
 
 
 def _check_neuron(model, neuron) -> int:
-    if not isinstance(neuron, int) or isinstance(neuron, bool) or not 0 <= neuron < model.cfg.d_mlp:
-        raise ValueError(f"neuron must be an int in 0..{model.cfg.d_mlp - 1}, got {neuron!r}.")
-    return neuron
+    return require_index("neuron", neuron, model.cfg.d_mlp)
 
 
 # ------------------------------------------------------------- keys and values
@@ -139,22 +133,6 @@ def labelled_sample(model, n_sequences: int = 160, sentences_per_sequence: int =
     lengths = torch.tensor([len(s) for s in seqs])
     names = sorted({x for lab in labels for x in lab})
     return {"tokens": tokens, "lengths": lengths, "labels": labels, "label_names": names}
-
-
-def corpus_tokens(model, n_docs: int = 120, seed: int = 99, max_len: int | None = None):
-    """Fresh documents from the training generator (a seed the model never trained on),
-    tokenised as BOS + document, right-padded with BOS: ``(tokens [n, T], lengths [n])``."""
-    _check_model(model)
-    if not isinstance(n_docs, int) or n_docs < 1:
-        raise ValueError(f"n_docs must be a positive int, got {n_docs!r}.")
-    if seed == 0:
-        raise ValueError("seed 0 generated the training corpus; pick another seed for held-out text.")
-    docs = C.generate_corpus(seed, n_docs)
-    bos = model.tokenizer.bos_token_id
-    max_len = max_len or model.cfg.n_ctx
-    seqs = [([bos] + model.tokenizer.encode(d, add_special_tokens=False))[:max_len] for d in docs]
-    width = max(map(len, seqs))
-    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs]), torch.tensor([len(s) for s in seqs])
 
 
 # ------------------------------------------------------- one pass, many statistics

@@ -20,6 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
+import torch
+
+from .core import (decompose_stream, require_cache_key, require_int, require_tokens, stream_states,
+                   zero_block_hooks)
+from .core import n_layers as _n_layers
+from .zoo.evals import corpus_windows
 from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 
 __all__ = [
@@ -31,7 +37,7 @@ __all__ = [
     "stream_states",
     "logit_lens",
     "token_rank",
-    "corpus_tokens",
+    "corpus_windows",
     "tuned_lens_logits",
     "TunedLens",
     "train_tuned_lens",
@@ -54,32 +60,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- validation
-
-def _n_layers(model) -> int:
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "n_layers"):
-        raise TypeError(f"Expected a TransformerBridge from helpers.load_model, got {type(model).__name__}.")
-    return int(cfg.n_layers)
-
-
-def _require(cache, key: str) -> None:
-    if key not in cache:
-        raise ValueError(f"The cache has no {key!r}; make it with model.run_with_cache(tokens) on the same model.")
-
-
-def _check_tokens(model, tokens):
-    import torch
-
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
-        raise TypeError("tokens must be an integer tensor of shape [batch, pos]; make it with model.to_tokens(text).")
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must have shape [batch, pos], got {tuple(tokens.shape)}.")
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(f"{tokens.shape[1]} positions exceed the model's context of {model.cfg.n_ctx}.")
-    if int(tokens.max()) >= model.cfg.d_vocab or int(tokens.min()) < 0:
-        raise ValueError(f"token ids must lie in 0..{model.cfg.d_vocab - 1}.")
-    return tokens
-
 
 def _token_id(model, token) -> int:
     if isinstance(token, str):
@@ -119,9 +99,7 @@ def bigram_floor_logits(model, tokens):
     predicts when each position sees only its own token and position.
     Shape [batch, pos, d_vocab].
     """
-    import torch
-
-    tokens = _check_tokens(model, tokens)
+    tokens = require_tokens(model, tokens)
     with torch.no_grad():
         h0 = model.W_E[tokens] + model.W_pos[: tokens.shape[1]]
         return unembed(model, h0)
@@ -134,47 +112,15 @@ def block_budget_hooks(model, keep: int) -> list:
     and MLP output) is replaced by zeros, so the final stream is h_keep.
     """
     n = _n_layers(model)
-    if not isinstance(keep, (int, np.integer)) or isinstance(keep, bool) or not 0 <= keep <= n:
-        raise ValueError(f"keep must be an int in 0..{n} (the number of blocks to keep), got {keep!r}.")
-
-    def zero(activation, hook):
-        return activation * 0.0
-
-    hooks = []
-    for layer in range(int(keep), n):
-        hooks += [(f"blocks.{layer}.hook_attn_out", zero), (f"blocks.{layer}.hook_mlp_out", zero)]
-    return hooks
+    keep = require_int("keep", keep, 0, n)  # the number of blocks that still write
+    return zero_block_hooks(range(keep, n), n)
 
 
 def run_with_block_budget(model, tokens, keep: int):
     """Logits [batch, pos, d_vocab] of the model with only its first ``keep`` blocks writing."""
-    import torch
-
-    tokens = _check_tokens(model, tokens)
+    tokens = require_tokens(model, tokens)
     with torch.no_grad():
         return model.run_with_hooks(tokens, fwd_hooks=block_budget_hooks(model, keep))
-
-
-def stream_states(cache, n_layers: int, sublayers: bool = True):
-    """The stream at every depth, shape [depth, batch, pos, d_model], with labels.
-
-    With ``sublayers`` (default): h0, then after the attention and after the MLP
-    of every block (2L + 1 states). Without: h0 … hL at block boundaries (L + 1).
-    """
-    import torch
-
-    if not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}.")
-    keys, labels = ["blocks.0.hook_resid_pre"], ["h0 (embed)"]
-    for layer in range(n_layers):
-        if sublayers:
-            keys.append(f"blocks.{layer}.hook_resid_mid")
-            labels.append(f"after attn {layer + 1}")
-        keys.append(f"blocks.{layer}.hook_resid_post")
-        labels.append(f"after MLP {layer + 1}" if sublayers else f"h{layer + 1}")
-    for key in keys:
-        _require(cache, key)
-    return torch.stack([cache[k] for k in keys]), labels
 
 
 def logit_lens(model, cache, sublayers: bool = True):
@@ -183,8 +129,6 @@ def logit_lens(model, cache, sublayers: bool = True):
     Returns (logits [depth, batch, pos, d_vocab], depth labels). The last depth
     is the model's own output.
     """
-    import torch
-
     states, labels = stream_states(cache, _n_layers(model), sublayers)
     with torch.no_grad():
         return unembed(model, states), labels
@@ -192,8 +136,6 @@ def logit_lens(model, cache, sublayers: bool = True):
 
 def token_rank(logits, token: int):
     """Rank of ``token`` along the last axis (0 = the top prediction), ties counted in its favour."""
-    import torch
-
     if not isinstance(logits, torch.Tensor):
         raise TypeError("logits must be a torch tensor [..., d_vocab].")
     if not 0 <= int(token) < logits.shape[-1]:
@@ -229,78 +171,33 @@ def count_paths(n_layers: int, n_heads: int, mlp: bool = True) -> int:
 
 # ---------------------------------------------------------------- tuned lens
 
-def corpus_tokens(model, n_seqs: int = 48, seq_len: int = 64, seed: int = 1):
-    """[n_seqs, seq_len] windows of the book's generated corpus, each starting with BOS.
-
-    Documents come from ``helpers.zoo.corpus.generate_corpus(seed, ...)`` and are
-    tokenised with the model's own tokenizer (so this works for GPT-2 too).
-    """
-    import torch
-
-    from .zoo import corpus
-
-    for name, value in (("n_seqs", n_seqs), ("seq_len", seq_len)):
-        if not isinstance(value, int) or value < 2:
-            raise ValueError(f"{name} must be an int >= 2, got {value!r}.")
-    if seq_len > model.cfg.n_ctx:
-        raise ValueError(f"seq_len {seq_len} exceeds the model's context of {model.cfg.n_ctx}.")
-    bos = model.tokenizer.bos_token_id
-    if bos is None:
-        raise ValueError("the model's tokenizer has no BOS token.")
-    need = n_seqs * (seq_len - 1)
-    stream: list[int] = []
-    for doc in corpus.generate_corpus(seed, max(32, need // 20)):
-        stream += model.tokenizer.encode(doc, add_special_tokens=False) + [bos]  # documents end with EOT
-        if len(stream) >= need:
-            break
-    if len(stream) < need:
-        raise ValueError(f"the corpus sample gave {len(stream)} tokens, fewer than the {need} needed.")
-    body = torch.tensor(stream[:need]).reshape(n_seqs, seq_len - 1)
-    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1).to(model.cfg.device)
-
-
-def _torch_module():
-    import torch
-
-    class _TunedLens(torch.nn.Module):
-        """One affine translator per layer: x -> x A_l + b_l, with A_l = I and b_l = 0 at the start."""
-
-        def __init__(self, n_translators: int, d_model: int):
-            super().__init__()
-            eye = torch.eye(d_model).expand(n_translators, d_model, d_model).clone()
-            self.A = torch.nn.Parameter(eye)                                   # [layer, d, d]
-            self.b = torch.nn.Parameter(torch.zeros(n_translators, d_model))   # [layer, d]
-
-        def forward(self, states):                                            # [layer, ..., d]
-            shape = states.shape
-            flat = states.reshape(shape[0], -1, shape[-1])
-            return (torch.bmm(flat, self.A) + self.b[:, None]).reshape(shape)
-
-    return _TunedLens
-
-
-def TunedLens(n_translators: int, d_model: int):
+class TunedLens(torch.nn.Module):
     """A tuned lens for the stream states h0 … h_{L-1} (h_L needs no translator).
 
     Belrose et al. (2023), "Eliciting Latent Predictions from Transformers with
     the Tuned Lens": translator l maps h_l to x A_l + b_l, read with the model's
-    own final LayerNorm and unembedding; it starts as the identity, i.e. as the
-    logit lens.
+    own final LayerNorm and unembedding; it starts as the identity (A_l = I,
+    b_l = 0), i.e. as the logit lens.
     """
-    for name, value in (("n_translators", n_translators), ("d_model", d_model)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return _torch_module()(n_translators, d_model)
+
+    def __init__(self, n_translators: int, d_model: int):
+        super().__init__()
+        n, d = require_int("n_translators", n_translators), require_int("d_model", d_model)
+        self.A = torch.nn.Parameter(torch.eye(d).expand(n, d, d).clone())  # [layer, d, d]
+        self.b = torch.nn.Parameter(torch.zeros(n, d))                      # [layer, d]
+
+    def forward(self, states):                                             # [layer, ..., d]
+        shape = states.shape
+        flat = states.reshape(shape[0], -1, shape[-1])
+        return (torch.bmm(flat, self.A) + self.b[:, None]).reshape(shape)
 
 
 def _block_states(model, tokens):
-    import torch
-
     n = _n_layers(model)
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n)]
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-    return torch.stack([cache[k] for k in names]), logits
+    return stream_states(cache, n, sublayers=False)[0], logits
 
 
 def kl_to_final(lens_logits, final_logits, skip_first: bool = True):
@@ -312,8 +209,6 @@ def kl_to_final(lens_logits, final_logits, skip_first: bool = True):
     if lens_logits.ndim != 4 or lens_logits.shape[1:] != final_logits.shape:
         raise ValueError(f"need lens logits [depth, batch, pos, vocab] and final logits [batch, pos, vocab]; "
                          f"got {tuple(lens_logits.shape)} and {tuple(final_logits.shape)}.")
-    import torch
-
     sl = slice(1, None) if skip_first else slice(None)
     with torch.no_grad():
         logp = final_logits[:, sl].float().log_softmax(-1)
@@ -334,16 +229,14 @@ def _ln_affine(model):
 
 
 def train_tuned_lens(model, tokens, steps: int = 40, lr: float = 3e-3, batch_tokens: int = 256, seed: int = 0):
-    """Fit a :func:`TunedLens` to ``tokens`` [batch, pos] by KL to the final distribution.
+    """Fit a :class:`TunedLens` to ``tokens`` [batch, pos] by KL to the final distribution.
 
     The stream states are computed once (the model stays frozen and gets no
     gradients); each step draws ``batch_tokens`` positions (never BOS) and takes
     an Adam step on the mean over layers of KL(P_final ‖ P_lens). Returns
     (lens, mean KL in nats at every step).
     """
-    import torch
-
-    tokens = _check_tokens(model, tokens)
+    tokens = require_tokens(model, tokens)
     for name, value in (("steps", steps), ("batch_tokens", batch_tokens)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
@@ -380,8 +273,6 @@ def train_tuned_lens(model, tokens, steps: int = 40, lr: float = 3e-3, batch_tok
 
 def _ln_is_plain(model) -> bool:
     """Whether ``ln_final`` only centres and rescales (weight 1, bias 0), as in compatibility mode."""
-    import torch
-
     ln = getattr(model.ln_final, "original_component", None) or getattr(model.ln_final, "_original_component", None)
     w, b = getattr(ln, "weight", None), getattr(ln, "bias", None)
     return (w is None or bool(torch.all(w == 1))) and (b is None or bool(torch.all(b == 0)))
@@ -389,8 +280,6 @@ def _ln_is_plain(model) -> bool:
 
 def tuned_lens_logits(model, lens, cache):
     """Tuned-lens logits [L + 1, batch, pos, vocab] at h0 … hL (hL read as is)."""
-    import torch
-
     n, d = _n_layers(model), int(model.cfg.d_model)
     A = getattr(lens, "A", None)
     if A is None or tuple(A.shape) != (n, d, d):
@@ -414,12 +303,10 @@ def direct_logit_attribution(model, cache, answer, other, pos: int = -1, batch: 
     where s is ``ln_final.hook_scale`` from the cache. The parts sum to the
     actual logit difference. Returns (labels, contributions [n_parts], actual difference).
     """
-    import torch
-
     n = _n_layers(model)
     a, b = _token_id(model, answer), _token_id(model, other)
     for key in ["hook_embed", "hook_pos_embed", "ln_final.hook_scale", f"blocks.{n - 1}.hook_resid_post"]:
-        _require(cache, key)
+        require_cache_key(cache, key)
     if not _ln_is_plain(model):
         raise ValueError("direct_logit_attribution needs a model in compatibility mode "
                          "(helpers.load_model(name)), where ln_final is a pure centre-and-rescale.")
@@ -430,18 +317,11 @@ def direct_logit_attribution(model, cache, answer, other, pos: int = -1, batch: 
         raise ValueError(f"pos must index one of the {T} positions, got {pos}.")
     direction = model.W_U[:, a] - model.W_U[:, b]                              # [d]
     scale = cache["ln_final.hook_scale"][batch, pos]                           # [1]
-    parts, labels = [cache["hook_embed"][batch, pos], cache["hook_pos_embed"][batch, pos]], ["embed", "pos_embed"]
     for layer in range(n):
-        _require(cache, f"blocks.{layer}.attn.hook_z")
-        z = cache[f"blocks.{layer}.attn.hook_z"][batch, pos]                  # [head, d_head]
-        parts += list(torch.einsum("hd,hde->he", z, model.W_O[layer]))
-        labels += [f"L{layer + 1}H{h}" for h in range(model.cfg.n_heads)]
-        parts.append(model.b_O[layer])
-        labels.append(f"L{layer + 1} attn bias")
-        parts.append(cache[f"blocks.{layer}.hook_mlp_out"][batch, pos])
-        labels.append(f"L{layer + 1} MLP")
+        require_cache_key(cache, f"blocks.{layer}.hook_mlp_out")
+    parts, labels = decompose_stream(model, cache)
     with torch.no_grad():
-        stack = torch.stack(parts)                                              # [parts, d]
+        stack = parts[:, batch, pos]                                            # [parts, d]
         stack = stack - stack.mean(-1, keepdim=True)
         contrib = (stack / scale) @ direction
         contrib = torch.cat([contrib, (model.b_U[a] - model.b_U[b]).reshape(1)])
@@ -462,7 +342,7 @@ def block_budget_figure(model, tokens, k: int = 8, pos: int = -1, active: int | 
     from .plotting import slider_bars
 
     n = _n_layers(model)
-    tokens = _check_tokens(model, tokens)
+    tokens = require_tokens(model, tokens)
     frames, titles = [], []
     for keep in range(n + 1):
         logits = run_with_block_budget(model, tokens, keep)[0, pos]
@@ -670,16 +550,12 @@ def check_paths_and_terms(fn) -> bool:
 
 
 def _ref_logit_lens_at(model, cache, layer: int):
-    import torch
-
     with torch.no_grad():
         return unembed(model, cache[f"blocks.{layer}.hook_resid_post"][0])
 
 
 def check_logit_lens_at(fn, model, cache) -> bool:
     """Exercise: the logit lens after block ``layer`` (0-based hook index), logits [pos, vocab]."""
-    import torch
-
     n = _n_layers(model)
     cases = [((model, cache, layer), {}) for layer in range(n)]
     for args, _ in cases[:1]:
@@ -700,8 +576,6 @@ def check_logit_lens_at(fn, model, cache) -> bool:
 
 
 def _ref_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
-    import torch
-
     with torch.no_grad():
         z = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head]             # [d_head]
         write = z @ model.W_O[layer, head]                                 # [d]
@@ -712,8 +586,6 @@ def _ref_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
 
 def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
     """Exercise: one head's direct contribution to logit(answer) - logit(other) at the last position."""
-    import torch
-
     n, H = _n_layers(model), int(model.cfg.n_heads)
     picks = sorted({(0, 0), (n - 1, H - 1), (n // 2, H // 2)})
     cases = [((model, cache, l, h, answer, other), {}) for l, h in picks]
@@ -750,8 +622,6 @@ def _ref_kl_divergence(final_logits, lens_logits):
 
 def check_kl_divergence(fn) -> bool:
     """Exercise: KL(P_final ‖ P_lens) per row, from two logit tensors [n, vocab]."""
-    import torch
-
     g = torch.Generator().manual_seed(0)
     p = torch.randn(5, 11, generator=g) * 2
     q = torch.randn(5, 11, generator=g) * 2

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 
+import torch
+
+from .core import copy_losses, per_token_loss, repeated_random_tokens, second_copy_loss
 from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 
 __all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
@@ -181,33 +184,21 @@ def check_relation_recall(fn, model) -> bool:
 
 
 def _ref_second_copy_loss(model, tokens) -> float:
-    import torch
-
-    length = (tokens.shape[1] - 1) // 2
-    with torch.no_grad():
-        logp = model(tokens).log_softmax(-1)[:, :-1]
-    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
-    return nll[:, length + 1:].mean().item()
+    return second_copy_loss(model, tokens)
 
 
 def check_second_copy_loss(fn, model) -> bool:
     """Exercise: mean loss on the second copy of BOS + R + R (skipping its first token)."""
-    from .zoo import evals
-
-    tokens = evals.random_repeat_batch(model, n=4, length=20, seed=5)
+    tokens = repeated_random_tokens(model, n_seqs=4, length=20, seed=5)
     got = attempt(fn, "second_copy_loss", model, tokens)
     if got is NOT_ATTEMPTED:
         return False
     want = _ref_second_copy_loss(model, tokens)
-    length = 20
-    with_first = None
-    import torch
-
     with torch.no_grad():
-        logp = model(tokens).log_softmax(-1)[:, :-1]
-    nll = -logp.gather(-1, tokens[:, 1:, None])[..., 0]
+        nll = per_token_loss(model(tokens), tokens)
+    length = 20
     with_first = nll[:, length:].mean().item()
-    first_copy = nll[:, 1:length].mean().item()
+    first_copy = copy_losses(nll, length)[0]
     if isinstance(got, (int, float)) and abs(got - first_copy) < 1e-4:
         raise CheckFailed("second_copy_loss: that is the loss on the FIRST copy. The second copy starts at "
                           "position length + 1.")

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .core import decompose_stream, require_cache_key, require_int, stream_states, zero_block_hooks
 from .exercises import CheckFailed, Exercise, Mistake, check_function, compare, passed
 
 __all__ = [
@@ -31,91 +32,6 @@ __all__ = [
 ]
 
 
-def _require_cache_key(cache, key: str) -> None:
-    if key not in cache:
-        raise ValueError(f"The cache has no {key!r}; run the model with run_with_cache on the same input first.")
-
-
-def _n_layers(model) -> int:
-    return int(model.cfg.n_layers)
-
-
-def stream_states(cache, n_layers: int):
-    """Every state of the stream, shape [2L+1, batch, pos, d_model], and labels.
-
-    Rows: h_0 (embedding + position), then after attention and after the MLP of
-    each block, in the order the model computes them.
-    """
-    import torch
-
-    if not isinstance(n_layers, int) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}.")
-    keys, labels = ["blocks.0.hook_resid_pre"], ["h0 (embed)"]
-    for layer in range(n_layers):
-        keys += [f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_resid_post"]
-        labels += [f"after attn {layer + 1}", f"after MLP {layer + 1}"]
-    for key in keys:
-        _require_cache_key(cache, key)
-    return torch.stack([cache[k] for k in keys]), labels
-
-
-def decompose_stream(model, cache, layer: int | None = None):
-    """Split the stream into the writes that made it: shape [n_parts, batch, pos, d].
-
-    ``layer=None`` decomposes the final stream (after the last block); ``layer=l``
-    decomposes the stream entering block ``l`` (so ``layer=0`` is just the two
-    embeddings). Parts: token embedding, positional embedding, then per block
-    every head's write ``z_h W_O^h``, the attention output bias ``b_O`` and the
-    MLP's write. Returns ``(parts, labels)``; the parts sum to the stream.
-    """
-    import torch
-
-    n_layers = _n_layers(model)
-    if layer is None:
-        layer = n_layers
-    if not isinstance(layer, int) or not 0 <= layer <= n_layers:
-        raise ValueError(f"layer must be an int in 0..{n_layers} (or None for the final stream), got {layer!r}.")
-    _require_cache_key(cache, "hook_embed")
-    parts, labels = [cache["hook_embed"]], ["embed"]
-    if "hook_pos_embed" in cache:
-        parts.append(cache["hook_pos_embed"])
-        labels.append("pos_embed")
-    for l in range(layer):
-        _require_cache_key(cache, f"blocks.{l}.attn.hook_z")
-        z = cache[f"blocks.{l}.attn.hook_z"]  # [batch, pos, head, d_head]
-        heads = torch.einsum("bphd,hde->hbpe", z, model.W_O[l])  # [head, batch, pos, d]
-        parts.extend(heads)
-        labels.extend(f"L{l + 1}H{h}" for h in range(heads.shape[0]))
-        b_O = model.b_O[l]
-        parts.append(b_O.expand_as(parts[0]))
-        labels.append(f"L{l + 1} attn bias")
-        if f"blocks.{l}.hook_mlp_out" in cache:
-            parts.append(cache[f"blocks.{l}.hook_mlp_out"])
-            labels.append(f"L{l + 1} MLP")
-    return torch.stack(parts), labels
-
-
-def zero_block_hooks(layers: Sequence[int], n_layers: int) -> list:
-    """Forward hooks that replace the writes of the given blocks by zeros.
-
-    With these hooks, block ``l`` becomes the identity map on the stream:
-    h_l = h_{l-1}. Pass them to ``model.run_with_hooks(tokens, fwd_hooks=...)``.
-    """
-    layers = list(layers)
-    bad = [l for l in layers if not isinstance(l, int) or not 0 <= l < n_layers]
-    if bad:
-        raise ValueError(f"Block indices must be ints in 0..{n_layers - 1}; got {bad}.")
-
-    def zero(activation, hook):
-        return activation * 0.0
-
-    hooks = []
-    for l in layers:
-        hooks.append((f"blocks.{l}.hook_attn_out", zero))
-        hooks.append((f"blocks.{l}.hook_mlp_out", zero))
-    return hooks
-
-
 def count_additive_terms(n_layers: int, n_heads: int, separate_biases: bool = False, attn_only: bool = False) -> int:
     """Number of vectors that add up to the final stream at one position.
 
@@ -125,9 +41,8 @@ def count_additive_terms(n_layers: int, n_heads: int, separate_biases: bool = Fa
     no single head, counts as a term of its own. Not counted: LayerNorm (it
     rescales what a sub-layer reads, it writes nothing) and the unembedding.
     """
-    for name, value in (("n_layers", n_layers), ("n_heads", n_heads)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    require_int("n_layers", n_layers)
+    require_int("n_heads", n_heads)
     per_layer = n_heads + (0 if attn_only else 1) + (1 if separate_biases else 0)
     return 2 + n_layers * per_layer
 
@@ -289,7 +204,7 @@ def sublayer_sources(cache, n_layers: int):
         keys += [f"blocks.{l}.hook_attn_out", f"blocks.{l}.hook_mlp_out"]
         labels += [f"attn {l + 1}", f"MLP {l + 1}"]
     for key in keys:
-        _require_cache_key(cache, key)
+        require_cache_key(cache, key)
     return torch.stack([cache[k][0] for k in keys]), labels
 
 

@@ -237,7 +237,7 @@ def test_inputs_are_validated(tiny_model, run):
     with pytest.raises(ValueError, match="d_model"):
         lens.unembed(tiny_model, torch.zeros(3, tiny_model.cfg.d_model + 1))
     with pytest.raises(ValueError, match="seq_len"):
-        lens.corpus_tokens(tiny_model, 4, tiny_model.cfg.n_ctx + 1)
+        lens.corpus_windows(tiny_model, 4, tiny_model.cfg.n_ctx + 1)
     with pytest.raises(ValueError, match="steps"):
         lens.train_tuned_lens(tiny_model, tokens, steps=0)
 

@@ -138,7 +138,7 @@ def test_induction_on_random_tokens(name, gpt2, attn2):
 
 
 def test_prefix_matching_head_and_phase_change(attn2):
-    assert float(evals.prefix_matching_scores(attn2, seed=5).max()) >= BARS["prefix_matching"]
+    assert float(evals.prefix_matching_by_head(attn2, seed=5).max()) >= BARS["prefix_matching"]
     log = json.loads((zoo.model_dir("rs-attn-2l") / "training_log.json").read_text())["log"]
     assert log[0]["best_prefix_matching"] < 0.2 and log[-1]["best_prefix_matching"] >= 0.5
     assert log[-1]["induction_second_copy"] < log[0]["induction_second_copy"] - 4

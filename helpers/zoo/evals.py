@@ -6,10 +6,13 @@ token exactly as ``bridge.to_tokens`` does, so the numbers here are the ones a
 chapter gets.  ``fact_recall`` checks top-1 next-token accuracy (teacher forced
 over every answer token), ``ioi_accuracy`` the indirect-object task,
 ``induction_losses`` the loss on the first and second copy of a repeated
-sequence of uniformly random tokens, ``prefix_matching_scores`` the attention
+sequence of uniformly random tokens, ``prefix_matching_by_head`` the attention
 of every head from a token in the second copy to the token that followed its
 earlier occurrence, and ``logit_lens_ranks`` the rank of an answer when the
 final norm and unembedding are applied to the residual stream after each layer.
+The induction measurements are the ones of :mod:`helpers.core` (chapter 5 uses
+the same functions). ``corpus_tokens`` and ``corpus_windows`` tokenise fresh
+documents from the corpus generator for the chapters that read a model on text.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+
+from ..core import (attention_patterns, copy_losses, model_device, per_token_loss, prefix_matching_scores,
+                    repeated_random_tokens, require_int, require_model)
+from . import corpus as C
 
 __all__ = [
     "encode", "fact_recall", "ioi_accuracy", "copy_accuracy", "induction_losses",
-    "random_repeat_batch", "prefix_matching_scores", "logit_lens_ranks", "run_all",
+    "prefix_matching_by_head", "logit_lens_ranks", "corpus_tokens", "corpus_windows", "run_all",
 ]
 
 
@@ -30,10 +36,6 @@ def _bos(bridge) -> int:
     if bos is None:
         raise ValueError("the bridge's tokenizer has no bos_token_id")
     return bos
-
-
-def _device(bridge) -> torch.device:
-    return next(bridge.parameters()).device
 
 
 def encode(bridge, text: str) -> list[int]:
@@ -45,7 +47,7 @@ def _padded(bridge, seqs: list[list[int]]) -> torch.Tensor:
     """Right-pad id lists with BOS into a [batch, max_len] tensor (causal: padding is harmless)."""
     width = max(map(len, seqs))
     bos = _bos(bridge)
-    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs], device=_device(bridge))
+    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs], device=model_device(bridge))
 
 
 @torch.no_grad()
@@ -96,43 +98,25 @@ def copy_accuracy(bridge, items: list[tuple[str, str]]) -> dict:
     return fact_recall(bridge, items)
 
 
-def random_repeat_batch(bridge, n: int = 16, length: int = 50, seed: int = 0) -> torch.Tensor:
-    """[n, 1 + 2*length]: BOS, then ``length`` uniformly random non-special tokens, twice."""
-    special = set(bridge.tokenizer.all_special_ids)
-    allowed = torch.tensor([t for t in range(bridge.cfg.d_vocab) if t not in special])
-    g = torch.Generator().manual_seed(seed)
-    rand = allowed[torch.randint(len(allowed), (n, length), generator=g)]
-    bos = torch.full((n, 1), _bos(bridge))
-    return torch.cat([bos, rand, rand], dim=1).to(_device(bridge))
-
-
 @torch.no_grad()
 def induction_losses(bridge, n: int = 16, length: int = 50, seed: int = 0) -> dict:
     """Mean next-token loss (nats) on the first and the second copy of a random sequence.
 
-    Both averages skip the first token of each copy (not predictable from the
-    context).  ``chance`` is ln(number of non-special tokens).
+    The batch is :func:`helpers.core.repeated_random_tokens`; both averages skip
+    the first token of each copy (:func:`helpers.core.copy_losses`).  ``chance``
+    is ln(number of non-special tokens).
     """
-    toks = random_repeat_batch(bridge, n, length, seed)           # [n, 1+2L]
-    logp = bridge(toks).log_softmax(-1)[:, :-1]                   # [n, 2L, vocab]
-    nll = -logp.gather(-1, toks[:, 1:, None])[..., 0]             # [n, 2L]; nll[:, i] predicts token i+1
-    first = nll[:, 1:length].mean().item()                        # tokens 2..L
-    second = nll[:, length + 1:].mean().item()                    # tokens L+2..2L
+    toks = repeated_random_tokens(bridge, n, length, seed)        # [n, 1+2L]
+    first, second = copy_losses(per_token_loss(bridge(toks), toks), length)
     chance = math.log(bridge.cfg.d_vocab - len(set(bridge.tokenizer.all_special_ids)))
     return {"first_copy": first, "second_copy": second, "chance": chance}
 
 
-@torch.no_grad()
-def prefix_matching_scores(bridge, n: int = 16, length: int = 50, seed: int = 0) -> torch.Tensor:
-    """[n_layers, n_heads] mean attention from each token of the second copy to the
-    token right after that token's earlier occurrence in the first copy."""
-    toks = random_repeat_batch(bridge, n, length, seed)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(bridge.cfg.n_layers)]
-    _, cache = bridge.run_with_cache(toks, names_filter=lambda name: name in names)
-    q = torch.arange(length + 1, 2 * length + 1)   # query positions in the 2nd copy
-    k = q - length + 1                             # token after the earlier occurrence
-    scores = [cache[nm][:, :, q, k].mean(dim=(0, 2)) for nm in names]  # each [n_heads]
-    return torch.stack(scores).cpu()
+def prefix_matching_by_head(bridge, n: int = 16, length: int = 50, seed: int = 0) -> torch.Tensor:
+    """[n_layers, n_heads] prefix-matching score of every head on :func:`helpers.core.repeated_random_tokens`
+    (:func:`helpers.core.prefix_matching_scores` of the model's attention patterns)."""
+    toks = repeated_random_tokens(bridge, n, length, seed)
+    return prefix_matching_scores(attention_patterns(bridge, toks), length)
 
 
 @torch.no_grad()
@@ -141,7 +125,7 @@ def logit_lens_ranks(bridge, prompt: str = "The Eiffel Tower is located in", ans
     unembedding to ``blocks.0.hook_resid_pre`` (the embedding) and to every
     ``blocks.{l}.hook_resid_post``; the list has n_layers + 1 entries."""
     (ans,) = encode(bridge, " " + answer)
-    toks = torch.tensor([[_bos(bridge)] + encode(bridge, prompt)], device=_device(bridge))
+    toks = torch.tensor([[_bos(bridge)] + encode(bridge, prompt)], device=model_device(bridge))
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(bridge.cfg.n_layers)]
     _, cache = bridge.run_with_cache(toks, names_filter=lambda name: name in names)
     ranks = []
@@ -151,23 +135,66 @@ def logit_lens_ranks(bridge, prompt: str = "The Eiffel Tower is located in", ans
     return ranks
 
 
+def corpus_tokens(model, n_docs: int = 120, seed: int = 99, max_len: int | None = None):
+    """Fresh documents from the corpus generator, one per row: ``(tokens [n_docs, T], lengths [n_docs])``.
+
+    Each row is BOS + one document (cut at ``max_len``, default the model's
+    context), right-padded with BOS; ``lengths`` counts the real tokens.  Seed 0
+    generated the training corpus, so it is refused: this is held-out text.
+    """
+    cfg = require_model(model)
+    require_int("n_docs", n_docs)
+    if seed == 0:
+        raise ValueError("seed 0 generated the training corpus; pick another seed for held-out text.")
+    max_len = cfg.n_ctx if max_len is None else require_int("max_len", max_len, 2, cfg.n_ctx)
+    bos = _bos(model)
+    seqs = [([bos] + encode(model, d))[:max_len] for d in C.generate_corpus(seed, n_docs)]
+    width = max(map(len, seqs))
+    return torch.tensor([s + [bos] * (width - len(s)) for s in seqs]), torch.tensor([len(s) for s in seqs])
+
+
+def corpus_windows(model, n_seqs: int = 48, seq_len: int = 64, seed: int = 1) -> torch.Tensor:
+    """[n_seqs, seq_len] windows of held-out text with no padding, each starting with BOS.
+
+    The documents of :func:`corpus_tokens` (same generator, same refusal of the
+    training seed) are joined into one stream, BOS between documents, and cut
+    into windows, so every position is real text.
+    """
+    cfg = require_model(model)
+    require_int("n_seqs", n_seqs, 2)
+    require_int("seq_len", seq_len, 2, cfg.n_ctx)
+    if seed == 0:
+        raise ValueError("seed 0 generated the training corpus; pick another seed for held-out text.")
+    bos = _bos(model)
+    need = n_seqs * (seq_len - 1)
+    stream: list[int] = []
+    for doc in C.generate_corpus(seed, max(32, need // 20)):
+        stream += encode(model, doc) + [bos]  # documents end with EOT (= BOS)
+        if len(stream) >= need:
+            break
+    if len(stream) < need:
+        raise ValueError(f"the corpus sample gave {len(stream)} tokens, fewer than the {need} needed.")
+    body = torch.tensor(stream[:need]).reshape(n_seqs, seq_len - 1)
+    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1).to(model_device(model))
+
+
 def run_all(bridge, quick: bool = False) -> dict:
     """All quality-bar metrics for one model (``quick``: small subsamples, for smoke tests only)."""
-    from . import corpus, world
+    from . import world
 
     n, every = (20, 16) if quick else (1000, 1)  # quick: a subsample, for smoke tests
     pairs = fact_recall(bridge, world.heldout_fact_prompts("pairs")[::every])
     temps = fact_recall(bridge, world.heldout_fact_prompts("templates")[::every])
     train = world.train_fact_prompts()[::every]
-    pm = prefix_matching_scores(bridge)
+    pm = prefix_matching_by_head(bridge)
     best = int(pm.argmax())
     return {
         "heldout_fact_recall": (sum(pairs["correct"]) + sum(temps["correct"])) / (pairs["n"] + temps["n"]),
         "heldout_pairs_recall": pairs["accuracy"],
         "heldout_templates_recall": temps["accuracy"],
         "train_fact_recall": fact_recall(bridge, train)["accuracy"],
-        "ioi": ioi_accuracy(bridge, corpus.ioi_prompts(n, seed=101)),
-        "name_copy_accuracy": copy_accuracy(bridge, corpus.copy_prompts(n, seed=102))["accuracy"],
+        "ioi": ioi_accuracy(bridge, C.ioi_prompts(n, seed=101)),
+        "name_copy_accuracy": copy_accuracy(bridge, C.copy_prompts(n, seed=102))["accuracy"],
         "induction": induction_losses(bridge),
         "best_prefix_matching": {"score": float(pm.max()), "layer": best // pm.shape[1], "head": best % pm.shape[1]},
         "logit_lens_eiffel_ranks": logit_lens_ranks(bridge),

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..core import copy_losses, per_token_loss, prefix_matching_scores, repeated_token_batch
 from . import corpus as C
 from . import world as W
 from .modeling import gpt2_model, native_config, native_model, save_native
@@ -176,15 +177,11 @@ def log_metrics(model, arch, icl_batch, rep_batch, length) -> dict:
     f = x.shape[1] / 256  # position i predicts token i + 1
     early = nll[:, int(ICL_EARLY[0] * f) - 1:int(ICL_EARLY[1] * f) - 1].mean()
     late = nll[:, int(ICL_LATE[0] * f) - 1:int(ICL_LATE[1] * f) - 1].mean()
-    rx, ry = rep_batch[:, :-1], rep_batch[:, 1:]
-    rnll = F.cross_entropy(forward(model, arch, rx).transpose(1, 2), ry, reduction="none")
-    pats = attention_patterns(model, arch, rep_batch)
-    q = torch.arange(length + 1, 2 * length + 1)
-    pm = max(float(p[:, :, q, q - length + 1].mean(dim=(0, 2)).max()) for p in pats)
+    first, second = copy_losses(per_token_loss(forward(model, arch, rep_batch), rep_batch), length)
+    pm = float(prefix_matching_scores(attention_patterns(model, arch, rep_batch), length).max())
     return {"corpus_loss": float(nll.mean()), "icl_score": float(late - early),
             "loss_early": float(early), "loss_late": float(late),
-            "induction_first_copy": float(rnll[:, 1:length].mean()),
-            "induction_second_copy": float(rnll[:, length + 1:].mean()),
+            "induction_first_copy": first, "induction_second_copy": second,
             "best_prefix_matching": pm}
 
 
@@ -249,9 +246,7 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
     evs = Sampler(stream, starts, r["n_ctx"], vocab, bos, r["random_frac"], seed + 1000)
     icl_batch = evs.batch(4 if tiny else 32).to(device)
     length = min(50, (r["n_ctx"] - 1) // 2)
-    g = torch.Generator().manual_seed(seed + 2000)
-    rand = torch.randint(1, vocab, (8, length), generator=g)
-    rep_batch = torch.cat([torch.full((8, 1), bos), rand, rand], 1).to(device)
+    rep_batch = repeated_token_batch(torch.arange(1, vocab), bos, 8, length, seed + 2000).to(device)  # ids 1.. are non-special
 
     tasks = None
     if r["arch"] == "gpt2":  # the language model's task metrics are logged too
