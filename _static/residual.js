@@ -1,23 +1,201 @@
-// The Residual Stream: keep plotly figures readable in the theme's dark mode.
-// The theme sets data-theme="dark" on <html>; we restyle every figure's
-// background and text colours to match, and back again in light mode.
+// The Residual Stream: the page's share of making figures and navigation work.
+//
+// 1. Sidebar toggles. The theme puts two "☰" buttons (and two "contents" buttons)
+//    in every page and wires only the first of each, which is hidden; the visible
+//    one did nothing. Each extra toggle now forwards its click to the wired one.
+// 2. Figures follow the theme: background, text, grid and menu colours come from
+//    the page's CSS variables, and change when the reader switches light/dark.
+// 3. Figures fit the width they get: the title is re-wrapped (and set smaller on a
+//    phone) so it never runs out of the figure, the top margin makes room for it,
+//    a right-hand legend moves under the plot on a phone, and a heatmap keeps a
+//    minimum width (the figure scrolls sideways inside its frame instead).
+// helpers/plotting.py (book_layout) prepares each figure for this: it stores the
+// unwrapped title and the minimum width in layout.meta.
 (function () {
-  function colours() {
-    var dark = document.documentElement.dataset.theme === "dark";
-    return dark
-      ? { paper_bgcolor: "#14181e", plot_bgcolor: "#14181e", "font.color": "#ced6dd" }
-      : { paper_bgcolor: "#ffffff", plot_bgcolor: "#ffffff", "font.color": "#2a3f5f" };
-  }
-  function restyleAll() {
-    if (!window.Plotly) return;
-    document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
-      window.Plotly.relayout(el, colours());
+  "use strict";
+  var MODEBAR_BAND = 30, NARROW = 560;
+  var FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif";
+
+  // ------------------------------------------------------------ 1. sidebar
+  function wireToggles() {
+    ["primary-toggle", "secondary-toggle"].forEach(function (cls) {
+      var all = document.querySelectorAll("." + cls);
+      var wired = all[0];
+      for (var i = 1; i < all.length; i++) {
+        all[i].addEventListener("click", function (event) {
+          event.preventDefault();
+          event.stopPropagation();
+          wired.click();
+        });
+      }
     });
   }
-  document.addEventListener("DOMContentLoaded", function () {
-    new MutationObserver(restyleAll).observe(document.documentElement, {
+
+  // ------------------------------------------------------------ 2. colours
+  function cssVar(name, fallback) {
+    var v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return v || fallback;
+  }
+  function themeColours() {
+    var dark = document.documentElement.dataset.theme === "dark";
+    return {
+      dark: dark,
+      bg: cssVar("--pst-color-background", dark ? "#14181e" : "#ffffff"),
+      text: cssVar("--pst-color-text-base", dark ? "#ced6dd" : "#222832"),
+      grid: dark ? "#2f3843" : "#e6eaef",
+      line: dark ? "#56616e" : "#c4ccd6",
+      // plotly paints the active menu button #F4FAFF whatever the theme, so menu
+      // labels stay dark on light buttons in both themes (contrast above 4.5:1).
+      menuBg: dark ? "#dde3ea" : "#ffffff",
+      menuText: "#1f2630",
+      menuBorder: dark ? "#8a96a3" : "#c4ccd6",
+    };
+  }
+  function colourUpdate(gd, c) {
+    var L = gd._fullLayout || {}, u = {
+      paper_bgcolor: c.bg, plot_bgcolor: c.bg, "font.color": c.text,
+      "legend.bgcolor": "rgba(0,0,0,0)", "title.font.color": c.text,
+    };
+    Object.keys(L).forEach(function (k) {
+      if (/^[xy]axis\d*$/.test(k)) {
+        u[k + ".gridcolor"] = c.grid;
+        u[k + ".zerolinecolor"] = c.line;
+        u[k + ".linecolor"] = c.line;
+        u[k + ".tickfont.color"] = c.text;
+        u[k + ".title.font.color"] = c.text;
+      }
+    });
+    (gd.layout.updatemenus || []).forEach(function (m, i) {
+      u["updatemenus[" + i + "].bgcolor"] = c.menuBg;
+      u["updatemenus[" + i + "].bordercolor"] = c.menuBorder;
+      u["updatemenus[" + i + "].font.color"] = c.menuText;
+    });
+    (gd.layout.sliders || []).forEach(function (s, i) {
+      u["sliders[" + i + "].font.color"] = c.text;
+      u["sliders[" + i + "].currentvalue.font.color"] = c.text;
+      u["sliders[" + i + "].bordercolor"] = c.line;
+      u["sliders[" + i + "].tickcolor"] = c.line;
+    });
+    (gd.layout.annotations || []).forEach(function (a, i) {
+      if (!a.font || !a.font.color) u["annotations[" + i + "].font.color"] = c.text;
+    });
+    return u;
+  }
+
+  // ------------------------------------------------------------ 3. fit
+  var canvas = document.createElement("canvas").getContext("2d");
+  function textWidth(text, px) {
+    canvas.font = px + "px " + FONT;
+    return canvas.measureText(text.replace(/<[^>]+>/g, "")).width;
+  }
+  // Same rule as helpers.plotting.wrap_title: soft breaks are "<br >", an author's <br> stays.
+  function wrap(text, widthPx, px) {
+    return text.split("<br >").join(" ").split(/<br\s*\/?>/i).map(function (hard) {
+      var lines = [], line = "";
+      hard.split(" ").forEach(function (word) {
+        var trial = line ? line + " " + word : word;
+        if (line && textWidth(trial, px) > widthPx) { lines.push(line); line = word; } else { line = trial; }
+      });
+      lines.push(line);
+      return lines.join("<br >");
+    }).join("<br>");
+  }
+  function legendRows(gd, width) {
+    var used = 0, rows = 1;
+    (gd._fullData || []).forEach(function (t) {
+      if (!t.showlegend || !t.name) return;
+      var w = textWidth(String(t.name), 12) + 44;
+      if (used + w > width && used > 0) { rows += 1; used = 0; }
+      used += w;
+    });
+    return rows;
+  }
+  function fitUpdate(gd) {
+    var L = gd._fullLayout, meta = gd.layout.meta || {};
+    if (!L || !L.width) return {};
+    var W = L.width, narrow = W < NARROW, u = {};
+    var title = gd.layout.title || {};
+    var cur = typeof title === "string" ? title : (title.text || "");
+    var base = (gd._rsBase = gd._rsBase || {size: (L.title && L.title.font && L.title.font.size) || 16,
+                                             l: L.margin.l, r: L.margin.r, b: L.margin.b,
+                                             legend: {orientation: L.legend && L.legend.orientation,
+                                                      x: L.legend && L.legend.x, y: L.legend && L.legend.y,
+                                                      xanchor: L.legend && L.legend.xanchor,
+                                                      yanchor: L.legend && L.legend.yanchor}});
+    var px = narrow ? Math.min(base.size, 14) : base.size;
+    var wrapped = cur ? wrap(cur, W - 28, px) : "";
+    var lines = wrapped ? wrapped.split(/<br\s*\/?>/i).length : 0;
+    var top = Math.max(40, MODEBAR_BAND + Math.ceil(lines * px * 1.3) + 16 + (meta.menu_band || 0));
+    if (wrapped !== cur) u["title.text"] = wrapped;
+    if (px !== ((L.title && L.title.font && L.title.font.size) || 16)) u["title.font.size"] = px;
+    if (Math.abs(L.margin.t - top) > 1) u["margin.t"] = top;
+    var vertical = L.showlegend && base.legend.orientation !== "h" && (base.legend.x === undefined || base.legend.x >= 1);
+    if (narrow) {
+      if (base.l > 64) u["margin.l"] = 64;
+      if (base.r > 24) u["margin.r"] = 24;
+      if (vertical) {
+        var rows = legendRows(gd, W - 20);
+        Object.assign(u, {"legend.orientation": "h", "legend.x": 0, "legend.xanchor": "left",
+                          "legend.y": 0, "legend.yanchor": "bottom", "legend.yref": "container",
+                          "margin.b": base.b + rows * 22});
+      }
+    } else if (gd._rsNarrow) {  // back from phone width: restore the author's layout
+      Object.assign(u, {"margin.l": base.l, "margin.r": base.r, "margin.b": base.b});
+      if (vertical) Object.assign(u, {"legend.orientation": base.legend.orientation || "v", "legend.x": base.legend.x,
+                                      "legend.xanchor": base.legend.xanchor, "legend.y": base.legend.y,
+                                      "legend.yanchor": base.legend.yanchor, "legend.yref": "paper",
+                                      "margin.b": base.b});
+    }
+    gd._rsNarrow = narrow;
+    Object.keys(u).forEach(function (k) { if (u[k] === undefined) delete u[k]; });
+    return u;
+  }
+  function minWidth(gd) {
+    var meta = gd.layout.meta || {}, frame = gd.closest(".rs-figure");
+    if (!meta.min_width || !frame) return;
+    var want = frame.clientWidth < meta.min_width ? meta.min_width + "px" : "";
+    if (gd.style.minWidth !== want) { gd.style.minWidth = want; if (window.Plotly) window.Plotly.Plots.resize(gd); }
+  }
+
+  var busy = new WeakMap();
+  function settle(gd, withColours) {
+    if (!window.Plotly || !gd._fullLayout) return Promise.resolve();
+    if (busy.get(gd)) return busy.get(gd);
+    minWidth(gd);
+    var u = fitUpdate(gd);
+    if (withColours) Object.assign(u, colourUpdate(gd, themeColours()));
+    if (!Object.keys(u).length) return Promise.resolve();
+    var p = window.Plotly.relayout(gd, u).then(function () { busy.delete(gd); }, function () { busy.delete(gd); });
+    busy.set(gd, p);
+    return p;
+  }
+  function figures() { return Array.prototype.slice.call(document.querySelectorAll(".rs-figure .js-plotly-plot")); }
+  function settleAll(withColours) {
+    var theme = document.documentElement.dataset.theme || "light";
+    return Promise.all(figures().map(function (gd) { return settle(gd, withColours); })).then(function () {
+      document.documentElement.dataset.rsSettled = theme;
+    });
+  }
+
+  function start() {
+    wireToggles();
+    figures().forEach(function (gd) {
+      if (!gd.on) return;
+      // a button or slider may set a new (long) title: wrap it for this width
+      ["plotly_buttonclicked", "plotly_sliderchange"].forEach(function (ev) {
+        gd.on(ev, function () { setTimeout(function () { settle(gd, false); }, 0); });
+      });
+    });
+    new MutationObserver(function () { settleAll(true); }).observe(document.documentElement, {
       attributes: true, attributeFilter: ["data-theme"],
     });
-    if (document.documentElement.dataset.theme === "dark") setTimeout(restyleAll, 0);
-  });
+    var timer = null;
+    window.addEventListener("resize", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { settleAll(false); }, 150);
+    });
+    settleAll(true);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();

@@ -12,6 +12,7 @@ The module also holds the figure builders that more than one chapter uses.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Sequence
 
@@ -22,6 +23,10 @@ from .env import in_book_build, in_colab
 __all__ = [
     "setup_plotting",
     "show",
+    "book_layout",
+    "wrap_title",
+    "token_label",
+    "token_labels",
     "PALETTE",
     "slider_bars",
     "heatmap",
@@ -30,7 +35,23 @@ __all__ = [
 #: Colour-blind-safe palette (Okabe & Ito 2008), used in every chapter.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
-_BOOK_CONFIG = {"responsive": True, "displaylogo": False}
+#: plotly's toolbar: shown on hover only, with the few buttons a reader uses, in a band of
+#: its own above the title (see :func:`book_layout`), so it never covers the title.
+_BOOK_CONFIG = {
+    "responsive": True,
+    "displaylogo": False,
+    "displayModeBar": "hover",
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "zoomIn2d", "zoomOut2d",
+                               "toggleSpikelines", "hoverClosestCartesian", "hoverCompareCartesian"],
+}
+
+#: Layout rules applied by :func:`show` (and re-applied by ``_static/residual.js`` at the
+#: width a reader's screen actually has).
+MIN_FONT_PX = 10  # no text in a figure below this (the page check fails under 9 px)
+TITLE_FONT_PX = 16
+MODEBAR_BAND_PX = 30  # the toolbar's own row above the title
+NOMINAL_WIDTH_PX = 676  # a figure's width in the book's text column at 1280 px
+MENU_BAND_PX = 40  # a row of buttons or a dropdown between the title and the plot
 
 #: Trace types in the plotly.js bundle the book serves (plotly.js-cartesian-dist-min,
 #: 1.5 MB instead of 4.8 MB for the full library). ``show`` refuses others, so a
@@ -41,15 +62,293 @@ BOOK_TRACE_TYPES = frozenset({"bar", "box", "contour", "heatmap", "histogram", "
 
 def setup_plotting() -> None:
     """Pick the plotly template and renderer for where the code is running."""
+    import plotly.graph_objects as go
     import plotly.io as pio
 
-    template = pio.templates["plotly_white"]
+    template = go.layout.Template(pio.templates["plotly_white"])
     template.layout.colorway = PALETTE
     template.layout.font = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13}
+    template.layout.title.font.size = TITLE_FONT_PX
+    template.layout.hoverlabel.font.size = 12
+    # Hover shows rounded numbers ("0.183", not "0.1829612"); category axes ignore this.
+    template.layout.xaxis.hoverformat = ".4~g"
+    template.layout.yaxis.hoverformat = ".4~g"
+    template.data.heatmap = [go.Heatmap(zhoverformat=".4~g")]
     pio.templates["residual"] = template
     pio.templates.default = "residual"
     if in_colab():
         pio.renderers.default = "colab"
+
+
+# ---------------------------------------------------------------- tokens as labels
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    shifted = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + shifted)
+            shifted += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+_BYTE_DECODER = _byte_decoder()
+_SHIFTED = {ch for ch, b in _BYTE_DECODER.items() if ord(ch) >= 256}
+_SPECIAL = {"\n": "⏎", "\r": "␍", "\t": "⇥"}
+
+
+def _readable_bytes(data: bytes) -> str:
+    r"""Decode UTF-8, writing each byte that is not part of a whole character as ``\\xNN``."""
+    out, i = [], 0
+    while i < len(data):
+        for n in (1, 2, 3, 4):
+            try:
+                out.append(data[i:i + n].decode("utf-8"))
+                i += n
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            out.append(f"\\x{data[i]:02x}")
+            i += 1
+    return "".join(out)
+
+
+def token_label(token, byte_level: bool | None = None) -> str:
+    r"""A token as a readable label for a tick, legend or hover: never "�", never invisible.
+
+    ``token`` is a token string as a tokenizer's ``convert_ids_to_tokens`` gives it
+    (GPT-2's byte-level form: "Ġthe", "Ċ"), a decoded string (" the", "\n"), or ``bytes``.
+    A byte that is only part of a UTF-8 character becomes ``\xe2``; a decoded "�"
+    (the byte was lost in decoding) becomes ``\x??``. Line breaks and tabs show as ⏎ and ⇥,
+    a token of only spaces as ␣ (one per space); a leading space stays a space.
+    ``byte_level`` forces how a string is read; by default a string is read as
+    byte-level when it contains one of the alphabet's stand-in characters (Ġ, Ċ, …).
+    """
+    if isinstance(token, (bytes, bytearray)):
+        text = _readable_bytes(bytes(token))
+    elif isinstance(token, str):
+        if byte_level is None:
+            byte_level = any(ch in _SHIFTED for ch in token) and all(ch in _BYTE_DECODER for ch in token)
+        if byte_level:
+            missing = sorted({ch for ch in token if ch not in _BYTE_DECODER})
+            if missing:
+                raise ValueError(f"{token!r} is not a byte-level token: {missing} are not in GPT-2's byte "
+                                 "alphabet; pass byte_level=False for decoded text.")
+            text = _readable_bytes(bytes(_BYTE_DECODER[ch] for ch in token))
+        else:
+            text = token.replace("\ufffd", "\\x??")
+    else:
+        raise TypeError(f"token_label expects a str or bytes token, got {type(token).__name__}.")
+    if text == "":
+        return "∅"
+    if text.strip(" ") == "":
+        return "␣" * len(text)
+    text = "".join(_SPECIAL.get(ch, ch) for ch in text)
+    return "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
+
+
+def token_labels(tokenizer, ids, unique: bool = False) -> list[str]:
+    r"""Readable labels for token ids (a list, 1-D array or tensor) from a tokenizer or model.
+
+    Reads each id's byte-level form, so a token holding part of a UTF-8 character is
+    shown as its bytes (``\xe2\x80``) rather than "�". With ``unique=True`` repeated
+    labels get their position appended ("the ·3"), because plotly merges equal
+    category labels on an axis into one tick.
+    """
+    tok = getattr(tokenizer, "tokenizer", None) or tokenizer
+    if not hasattr(tok, "convert_ids_to_tokens"):
+        raise TypeError("token_labels needs a tokenizer (or a model with .tokenizer) that has "
+                        f"convert_ids_to_tokens; got {type(tokenizer).__name__}.")
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    ids = list(ids)
+    if any(isinstance(i, (list, tuple)) for i in ids):
+        raise ValueError("token_labels takes one sequence of ids (1-D), not a batch.")
+    raw = tok.convert_ids_to_tokens([int(i) for i in ids])
+    byte_level = bool(getattr(getattr(tok, "backend_tokenizer", None), "pre_tokenizer", None)) and \
+        "ByteLevel" in repr(getattr(tok.backend_tokenizer, "pre_tokenizer", ""))
+    labels = [token_label(t if t is not None else "", byte_level=byte_level or None) for t in raw]
+    if unique:
+        seen: dict[str, int] = {}
+        for lab in labels:
+            seen[lab] = seen.get(lab, 0) + 1
+        labels = [f"{lab} ·{i}" if seen[lab] > 1 else lab for i, lab in enumerate(labels)]
+    return labels
+
+
+# ---------------------------------------------------------------- layout rules
+
+_TAG = re.compile(r"<[^>]+>")
+_SOFT_BREAK = "<br >"  # the line breaks wrap_title inserts; an author's own <br> is kept
+
+
+def _visible_len(text: str) -> float:
+    """Width of text in em, roughly, for a sans-serif face (capitals and digits are wider)."""
+    plain = _TAG.sub("", text)
+    return sum(0.68 if ch.isupper() or ch.isdigit() else 0.3 if ch in " il.,:;'|!" else 0.52 for ch in plain)
+
+
+def wrap_title(text: str, width_px: float, font_px: float = TITLE_FONT_PX) -> str:
+    """Break ``text`` with ``<br >`` at spaces so no line is wider than ``width_px``.
+
+    Existing ``<br>`` breaks are kept and earlier soft breaks are undone first, so
+    wrapping twice gives the same result. ``_static/residual.js`` applies the same
+    rule again at the width a reader's screen gives the figure.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"wrap_title expects a str, got {type(text).__name__}.")
+    if width_px <= 0 or font_px <= 0:
+        raise ValueError("wrap_title needs a positive width and font size.")
+    budget = width_px / font_px
+    segments = []
+    for hard in re.split(r"<br\s*/?>", text.replace(_SOFT_BREAK, " ")):
+        lines, line = [], ""
+        for word in hard.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and _visible_len(trial) > budget:
+                lines.append(line)
+                line = word
+            else:
+                line = trial
+        lines.append(line)
+        segments.append(_SOFT_BREAK.join(lines))
+    return "<br>".join(segments)
+
+
+def _title_lines(text: str) -> int:
+    return len(re.split(r"<br\s*/?>", text)) if text else 0
+
+
+def _floor_fonts(node, parent_key: str = "") -> None:
+    """Raise every font size below MIN_FONT_PX in a figure dict (layout and traces)."""
+    if isinstance(node, dict):
+        if parent_key.endswith("font") and isinstance(node.get("size"), (int, float)) \
+                and node["size"] < MIN_FONT_PX:
+            node["size"] = MIN_FONT_PX
+        for key, value in node.items():
+            _floor_fonts(value, key)
+    elif isinstance(node, list):
+        for item in node:
+            _floor_fonts(item, parent_key)
+
+
+def _view_labels(layout: dict) -> list[str]:
+    """Labels of the controls' opening state: each menu's active button, each slider's active step."""
+    labels = []
+    for menu in layout.get("updatemenus", []) or []:
+        buttons = menu.get("buttons") or []
+        active = menu.get("active", 0)
+        if buttons and active is not None and 0 <= active < len(buttons):
+            labels.append(str(buttons[active].get("label", "")))
+    for slider in layout.get("sliders", []) or []:
+        steps = slider.get("steps") or []
+        active = slider.get("active", 0) or 0
+        if steps and 0 <= active < len(steps):
+            labels.append(str(steps[active].get("label", "")))
+    return labels
+
+
+def book_layout(fig):
+    """The book's layout rules, applied by :func:`show` to a copy of ``fig``.
+
+    * the toolbar gets a band of its own at the top; the title sits under it, left-aligned,
+      wrapped to the figure's width, and the top margin grows with its lines;
+    * menus placed above the plot get a band between the title and the plot;
+    * no font is smaller than ``MIN_FONT_PX``; heatmaps without numbers in their cells
+      keep a colour bar;
+    * ``layout.meta`` records the unwrapped title and, for heatmaps, a minimum width
+      (``_static/residual.js`` uses both at phone width).
+
+    A figure with menus or sliders may declare the view it opens on with
+    ``fig.update_layout(meta={"view": "<label>"})``: the label must be the active
+    button's or step's label, or this raises ValueError (the page check tests it too).
+    """
+    import plotly.graph_objects as go
+
+    spec = fig.to_plotly_json()
+    spec = json.loads(json.dumps(spec, cls=_Encoder))
+    layout = spec.setdefault("layout", {})
+    meta = layout.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError("layout.meta must be a dict (the book keeps 'view' and its own keys there).")
+    meta = dict(meta or {})
+    view = meta.get("view")
+    if view is not None:
+        labels = _view_labels(layout)
+        if not labels:
+            raise ValueError(f"meta.view={view!r} but the figure has no menu or slider to open on a view.")
+        if str(view) not in labels:
+            raise ValueError(f"meta.view={view!r} is not the opening state of the figure's controls "
+                             f"(active labels: {labels}); set the menu's or slider's `active` to that view.")
+    _floor_fonts(spec)
+
+    title = layout.get("title") or {}
+    if isinstance(title, str):
+        title = {"text": title}
+    text = title.get("text") or ""
+    font_px = (title.get("font") or {}).get("size") or TITLE_FONT_PX
+    if text:
+        meta["title"] = text.replace(_SOFT_BREAK, " ")
+        text = wrap_title(text, NOMINAL_WIDTH_PX - 24, font_px)
+    title.update(text=text, x=0, xref="container", xanchor="left", y=1, yref="container", yanchor="top",
+                 pad={"t": MODEBAR_BAND_PX, "l": 12})
+    title.pop("automargin", None)
+    layout["title"] = title
+
+    menus_above = False
+    for menu in layout.get("updatemenus", []) or []:
+        if (menu.get("y") if menu.get("y") is not None else 1) >= 1:
+            menus_above = True
+            menu.update(y=1, yanchor="bottom", pad={"b": 6, "t": 0})
+    # Wrap titles a button or slider step switches to, the same way.
+    for control in (layout.get("updatemenus") or []) + (layout.get("sliders") or []):
+        for item in control.get("buttons", []) + control.get("steps", []):
+            for arg in item.get("args", []) or []:
+                if isinstance(arg, dict):
+                    for key in ("title.text", "title"):
+                        if isinstance(arg.get(key), str):
+                            arg[key] = wrap_title(arg[key], NOMINAL_WIDTH_PX - 24, font_px)
+    lines = max([_title_lines(text)] + [
+        _title_lines(arg.get(key, "")) for control in (layout.get("updatemenus") or []) + (layout.get("sliders") or [])
+        for item in control.get("buttons", []) + control.get("steps", []) for arg in item.get("args", []) or []
+        if isinstance(arg, dict) for key in ("title.text", "title") if isinstance(arg.get(key), str)])
+    top = MODEBAR_BAND_PX + int(lines * font_px * 1.3) + 16 + (MENU_BAND_PX if menus_above else 0)
+    margin = layout.setdefault("margin", {})
+    margin["t"] = max(top, 40)
+    meta["menu_band"] = MENU_BAND_PX if menus_above else 0
+
+    heatmap_cols = 0
+    for trace in spec.get("data", []):
+        if trace.get("type") == "heatmap":
+            if trace.get("showscale") is False and not (trace.get("texttemplate") or trace.get("text")):
+                trace["showscale"] = True
+            if trace.get("texttemplate") or trace.get("text"):
+                trace.setdefault("textfont", {})
+                trace["textfont"]["size"] = max(trace["textfont"].get("size") or 0, MIN_FONT_PX + 1)
+            x = trace.get("x")
+            z = trace.get("z") or []
+            cols = len(x) if x is not None else (len(z[0]) if z and isinstance(z[0], list) else 0)
+            heatmap_cols = max(heatmap_cols, cols)
+    if heatmap_cols:
+        meta["min_width"] = int(min(900, 170 + 16 * heatmap_cols))
+    layout["meta"] = meta
+    return go.Figure(spec, skip_invalid=False)
+
+
+class _Encoder(json.JSONEncoder):
+    def default(self, o):
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        import plotly.utils
+
+        return plotly.utils.PlotlyJSONEncoder.default(self, o)
 
 
 def _book_bundle(fig, post_script: str | None) -> dict:
@@ -80,6 +379,7 @@ def show(fig, post_script: str | None = None) -> None:
     if unsupported:
         raise ValueError(f"Trace type(s) {unsupported} are not in the book's plotly.js bundle; "
                          f"use one of {sorted(BOOK_TRACE_TYPES)}.")
+    fig = book_layout(fig)
     if in_book_build():
         from IPython.display import display
 
