@@ -10,12 +10,12 @@ imported by the chapters that need them.
 from __future__ import annotations
 
 from . import claims
-from .book import glue, show_widget
+from .book import glue, show_table, show_widget
 from .claims import claim, identity
 from .env import get_device, hub_reachable, in_book_build, in_colab, offline_mode, set_seed
 from .exercises import CheckFailed
 from .models import ModelUnavailableError, available_models, load_model
-from .plotting import PALETTE, setup_plotting, show
+from .plotting import PALETTE, setup_plotting, show, token_label, token_labels
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "identity",
     "glue",
     "show_widget",
+    "show_table",
     "get_device",
     "hub_reachable",
     "in_book_build",
@@ -41,6 +42,8 @@ __all__ = [
     "PALETTE",
     "setup_plotting",
     "show",
+    "token_label",
+    "token_labels",
     "REPOSITORY_URL",
 ]
 
