@@ -24,6 +24,7 @@ def _drop_thebe(app, pagename, templatename, context, doctree):
 def setup(app):
     app.connect("html-page-context", _drop_thebe, priority=900)
     _setup_claims(app)
+    _setup_static_pages(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
@@ -329,6 +330,14 @@ def _claims_table_html(app, env, fromdoc, part) -> str:
                               if bad_null else "For every finding, its null fails the comparison the finding passes.")
                      + (f" {len(not_here)} finding{'s' * (len(not_here) != 1)} did not hold on the model this build ran: {e(', '.join(not_here))}."
                         if not_here else "") + "</p>")
+        kinds: dict[str, int] = {}
+        for x in findings:
+            k = (x[2].get("null") or {}).get("kind", "none")
+            kinds[k] = kinds.get(k, 0) + 1
+        if kinds:
+            lines.append("<p>The nulls the findings are tested against: "
+                         + ", ".join(f"{e(k)} {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+                         + ".</p>")
         return _CLAIMS_CSS + '<div class="rs-claims-summary">' + "".join(lines) + "</div>"
     chosen = findings if part == "findings" else checks
     if not chosen:
@@ -401,3 +410,71 @@ def _setup_claims(app):
     app.connect("env-check-consistency", _check_claim_ids)
     app.connect("doctree-resolved", _fill_claims_tables)
     app.connect("build-finished", _write_claims_json)
+
+
+# --------------------------------------------------------------------------- what a static page needs
+# A page loads plotly.js only when it has a figure; MathJax also on pages whose only
+# math sits in a table from helpers.show_table; the theme's 1.5 MB icon script is cut
+# down to the icons the site's pages use; and an exercise stub's output (the checker's
+# "not attempted" return value) is not shown: without a kernel there is nothing to try.
+
+_STUB = _re.compile(r"^\s*raise NotImplementedError\b", _re.M)
+_ICON_CLASS = _re.compile(r"\bfa-([a-z0-9-]+)")
+# One icon in fontawesome.js: name:[width,height,[aliases],"unicode","path" or [paths]]
+_ICON_ENTRY = _re.compile(r'(?P<name>"[a-z0-9-]+"|[a-z][a-z0-9]*):\[\d+,\d+,\[(?P<aliases>[^\]]*)\],"[0-9a-f]+",'
+                          r'(?:"[^"]*"|\[[^\]]*\])\]')
+
+
+def _hide_stub_outputs(app, doctree):
+    """Drop the outputs of exercise stubs (code cells whose function still raises NotImplementedError)."""
+    for cell in list(doctree.findall(_nodes.container)):
+        if "cell" not in cell.get("classes", []):
+            continue
+        source = "".join(n.astext() for n in cell.findall(_nodes.literal_block)
+                         if "cell_input" in (n.parent.get("classes", []) if n.parent else []))
+        if not source:
+            inputs = [c for c in cell.children if "cell_input" in c.get("classes", [])]
+            source = "".join(c.astext() for c in inputs)
+        if _STUB.search(source):
+            for child in list(cell.children):
+                if "cell_output" in child.get("classes", []):
+                    cell.remove(child)
+
+
+def _page_assets(app, pagename, templatename, context, doctree):
+    body = context.get("body", "") or ""
+    if 'class="math notranslate nohighlight">\\(' in body:
+        app.env.get_domain("math").data["has_equations"][pagename] = True
+    files = context.get("script_files")
+    if files and "rs-figure" not in body:
+        context["script_files"] = [js for js in files
+                                   if not str(getattr(js, "filename", js) or "").endswith("plotly.min.js")]
+
+
+def _subset_icons(app, exception):
+    """Keep in fontawesome.js only the icons some page of the site uses (1.5 MB -> a few KB of paths)."""
+    if exception is not None or app.builder.format != "html":
+        return
+    out = _Path(app.outdir)
+    script = out / "_static" / "scripts" / "fontawesome.js"
+    if not script.exists():
+        return
+    used = set()
+    for page in out.rglob("*.html"):
+        used |= set(_ICON_CLASS.findall(page.read_text(encoding="utf-8", errors="replace")))
+    text = script.read_text(encoding="utf-8")
+
+    def keep(m):
+        names = {m.group("name").strip('"')} | {a.strip('"') for a in m.group("aliases").split(",") if a}
+        return m.group(0) if names & used else ""
+
+    slim = _ICON_ENTRY.sub(keep, text)
+    # removing entries leaves stray commas inside the icon objects
+    slim = _re.sub(r"\{,+", "{", _re.sub(r",+\}", "}", _re.sub(r"(?<=[\]\"]),{2,}(?=[\"a-z])", ",", slim)))
+    script.write_text(slim, encoding="utf-8")
+
+
+def _setup_static_pages(app):
+    app.connect("doctree-read", _hide_stub_outputs)
+    app.connect("html-page-context", _page_assets, priority=400)
+    app.connect("build-finished", _subset_icons)

@@ -441,6 +441,7 @@ def test_claims_tables_link_each_claim_and_cite_its_reference():
     summary = ext._claims_table_html(app, env, "claims", "summary")
     assert "8 findings</strong> and <strong>1 check of the code" in summary
     assert "did not hold on the model this build ran: ch8.elsewhere" in summary
+    assert "tested against: control 4, ablation 1, chance 1, random-init 1, shuffled 1." in summary
     findings = ext._claims_table_html(app, env, "claims", "findings")
     assert findings.count('<tr class="rs-claim-row') == 8
     assert findings.index("Chapter y") < findings.index("Chapter x")  # grouped by page, in page order
