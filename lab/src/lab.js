@@ -435,7 +435,8 @@ async function start() {
   const t0 = performance.now();
   build();
   await schedule();
-  window.rsLab.firstResultMs = performance.now() - t0;
+  window.rsLab.firstResultMs = performance.now() - t0;   // from the script's start
+  window.rsLab.firstResultAt = performance.now();        // from the navigation's start
 }
 
 // For the browser tests and the benchmark: drive the page and read what it computed.
@@ -458,6 +459,11 @@ window.rsLab = {
     await schedule();
     renderAblate();
     return { error: els.error.hidden ? null : els.error.textContent, result: state.result && summary(state.result) };
+  },
+  // The model's own tokenizer, as the page uses it (BOS not included).
+  async encode(texts, model = state.model) {
+    const m = await loadModel(model);
+    return texts.map((t) => encode(m, t));
   },
   // Time n forward passes (with every panel's numbers) of a prompt of given token ids.
   async time(ids, n = 20) {
