@@ -78,13 +78,15 @@ def require_cache_key(cache, key: str) -> None:
         raise ValueError(f"The cache has no {key!r}; make it with model.run_with_cache(tokens) on the same model.")
 
 
-def require_tokens(model, tokens) -> torch.Tensor:
+def require_tokens(model, tokens, name: str = "tokens") -> torch.Tensor:
     """Token ids [batch, pos] that fit the model's context and vocabulary."""
     cfg = require_model(model)
     if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
-        raise TypeError("tokens must be an integer tensor of shape [batch, pos]; make it with model.to_tokens(text).")
+        got = f"dtype {tokens.dtype}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise TypeError(f"{name} must be an integer tensor of shape [batch, pos] (a torch.Tensor of token ids; "
+                        f"make it with model.to_tokens(text)), got {got}.")
     if tokens.ndim != 2:
-        raise ValueError(f"tokens must have shape [batch, pos], got {tuple(tokens.shape)}.")
+        raise ValueError(f"{name} must have shape [batch, pos], got {tuple(tokens.shape)}.")
     if tokens.shape[1] > cfg.n_ctx:
         raise ValueError(f"{tokens.shape[1]} positions exceed the model's context of {cfg.n_ctx}.")
     if tokens.numel() and (int(tokens.max()) >= cfg.d_vocab or int(tokens.min()) < 0):

@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from .core import require_tokens
+
 __all__ = ["patch_sweep", "patch_heads", "patch_naive", "logit_diff_metric", "prob_metric"]
 
 #: Rows (sequences) per forward pass when ``batch_size`` is not given.
@@ -100,11 +102,7 @@ def prob_metric(correct_ids, positions=None) -> Callable[[torch.Tensor], torch.T
 # ----------------------------------------------------------------- validation
 def _check_tokens(model, clean_tokens, corrupted_tokens) -> tuple[torch.Tensor, torch.Tensor]:
     for nm, t in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{nm} must be a torch.Tensor of token ids [batch, pos] (use model.to_tokens), "
-                            f"got {type(t).__name__}.")
-        if t.ndim != 2 or t.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"{nm} must be an integer tensor [batch, pos], got dtype {t.dtype} shape {tuple(t.shape)}.")
+        require_tokens(model, t, nm)
     if clean_tokens.shape != corrupted_tokens.shape:
         raise ValueError(f"clean and corrupted tokens must have the same shape so positions line up; got "
                          f"{tuple(clean_tokens.shape)} and {tuple(corrupted_tokens.shape)}. Pick corruptions "

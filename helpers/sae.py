@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .core import require_int
+
 __all__ = [
     "SparseAutoencoder",
     "SAETrainingLog",
@@ -40,12 +42,6 @@ __all__ = [
 ]
 
 
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}.")
-    return value
-
-
 class SparseAutoencoder(torch.nn.Module):
     """x → f = ReLU((x/s − b_dec) W_enc + b_enc) → x̂ = s (f W_dec + b_dec).
 
@@ -56,8 +52,8 @@ class SparseAutoencoder(torch.nn.Module):
 
     def __init__(self, d_in: int, n_features: int, seed: int = 0, input_scale: float = 1.0):
         super().__init__()
-        _check_int("d_in", d_in)
-        _check_int("n_features", n_features)
+        require_int("d_in", d_in)
+        require_int("n_features", n_features)
         if not input_scale > 0:
             raise ValueError(f"input_scale must be positive, got {input_scale!r}.")
         g = torch.Generator().manual_seed(seed)
@@ -164,8 +160,8 @@ def train_sae(
     n, d = activations.shape
     if n < batch:
         raise ValueError(f"need at least one batch of activations ({batch}), got {n}.")
-    _check_int("n_features", n_features)
-    _check_int("steps", steps)
+    require_int("n_features", n_features)
+    require_int("steps", steps)
     if l1_coeff < 0:
         raise ValueError(f"l1_coeff must be ≥ 0, got {l1_coeff!r}.")
     x_all = activations.detach().float()
@@ -382,7 +378,7 @@ def pack_sequences(ids: list[int], labels: list[str], seq_len: int, bos_id: int)
     Returns tokens [n_seq, seq_len] and the labels of every non-BOS position, flattened in the
     same order as :func:`collect_activations` with ``drop_bos=True``.
     """
-    _check_int("seq_len", seq_len, 2)
+    require_int("seq_len", seq_len, 2)
     if len(ids) != len(labels):
         raise ValueError(f"ids ({len(ids)}) and labels ({len(labels)}) differ in length.")
     body = seq_len - 1
@@ -403,7 +399,7 @@ def unit_purity(acts: torch.Tensor, labels: list[str], k: int = 20) -> tuple[tor
     """
     if not isinstance(acts, torch.Tensor) or acts.ndim != 2 or acts.shape[0] != len(labels):
         raise ValueError("acts must be [N, n_units] with one label per row.")
-    _check_int("k", k)
+    require_int("k", k)
     from collections import Counter
 
     vals, idx = acts.topk(k, dim=0)

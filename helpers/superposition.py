@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .core import require_int
+
 from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
 
 __all__ = [
@@ -57,15 +59,9 @@ __all__ = [
 # --------------------------------------------------------------------------
 # Almost-orthogonal packing
 # --------------------------------------------------------------------------
-def _check_pos_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}.")
-    return int(value)
-
-
 def random_unit_vectors(n: int, d: int, seed: int = 0) -> torch.Tensor:
     """``n`` directions drawn uniformly from the unit sphere in ``d`` dimensions, shape [n, d]."""
-    n, d = _check_pos_int("n", n), _check_pos_int("d", d)
+    n, d = require_int("n", n), require_int("d", d)
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(n, d, generator=g, dtype=torch.float64)
     return v / v.norm(dim=1, keepdim=True)
@@ -89,7 +85,7 @@ def jl_interference_bound(n: int, d: int) -> float:
     over the n(n-1)/2 pairs makes the chance that *any* pair exceeds ε at most 1/2 when
     ε = sqrt(2 ln(2 n (n-1)) / d) — this returns that ε (it can exceed 1 when d is small).
     """
-    n, d = _check_pos_int("n", n, 2), _check_pos_int("d", d)
+    n, d = require_int("n", n, 2), require_int("d", d)
     return math.sqrt(2.0 * math.log(2.0 * n * (n - 1)) / d)
 
 
@@ -98,7 +94,7 @@ def jl_max_vectors(d: int, eps: float) -> float:
     the inverse of :func:`jl_interference_bound`, the N with 2N(N-1) = exp(d ε² / 2), that is
     N = (1 + sqrt(1 + 2 exp(d ε² / 2))) / 2 ≈ exp(d ε² / 4) / √2: exponential in d.
     """
-    d = _check_pos_int("d", d)
+    d = require_int("d", d)
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in (0, 1), got {eps!r}.")
     return (1.0 + math.sqrt(1.0 + 2.0 * math.exp(d * eps**2 / 2.0))) / 2.0
@@ -109,7 +105,7 @@ def jl_min_dimension(n_points: int, eps: float) -> int:
 
     The constant is that of Dasgupta & Gupta's proof: k ≥ 4 ln n / (ε²/2 − ε³/3).
     """
-    n_points = _check_pos_int("n_points", n_points, 2)
+    n_points = require_int("n_points", n_points, 2)
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in (0, 1), got {eps!r}.")
     return math.ceil(4.0 * math.log(n_points) / (eps**2 / 2 - eps**3 / 3))
@@ -127,9 +123,9 @@ class ToyModel(torch.nn.Module):
 
     def __init__(self, n_instances: int, n_features: int, d_hidden: int, seed: int = 0):
         super().__init__()
-        self.n_instances = _check_pos_int("n_instances", n_instances)
-        self.n_features = _check_pos_int("n_features", n_features)
-        self.d_hidden = _check_pos_int("d_hidden", d_hidden)
+        self.n_instances = require_int("n_instances", n_instances)
+        self.n_features = require_int("n_features", n_features)
+        self.d_hidden = require_int("d_hidden", d_hidden)
         g = torch.Generator().manual_seed(seed)
         std = math.sqrt(2.0 / (n_features + d_hidden))  # Xavier-normal
         self.W = torch.nn.Parameter(torch.randn(n_instances, d_hidden, n_features, generator=g) * std)
@@ -206,8 +202,8 @@ def train_toy_models(
         raise ValueError(f"importance has shape {tuple(imp.shape)} but feature_probability has {tuple(p.shape)}.")
     if (imp < 0).any():
         raise ValueError("importance must be non-negative.")
-    restarts = _check_pos_int("restarts", restarts)
-    _check_pos_int("steps", steps)
+    restarts = require_int("restarts", restarts)
+    require_int("steps", steps)
     n_set, n_feat = p.shape
     p_all = p.repeat_interleave(restarts, dim=0)
     imp_all = imp.repeat_interleave(restarts, dim=0)[:, None, :]
@@ -265,7 +261,7 @@ def dimensions_per_feature(W) -> float:
 
 def regular_polygon(k: int, radius: float = 1.0) -> torch.Tensor:
     """k unit vectors at equal angles in the plane, as columns of a [2, k] matrix."""
-    k = _check_pos_int("k", k, 2)
+    k = require_int("k", k, 2)
     a = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
     return radius * torch.stack([torch.cos(a), torch.sin(a)])
 
@@ -480,7 +476,7 @@ def check_feature_dimensionality(fn) -> bool:
 
 def solution_expected_interference(d: int) -> float:
     """Reference solution: E[cos²] between two independent uniform unit vectors in d dims is 1/d."""
-    d = _check_pos_int("d", d)
+    d = require_int("d", d)
     return 1.0 / d
 
 
