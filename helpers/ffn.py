@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .exercises import CheckFailed, Exercise, Mistake
 from .core import require_index, require_mlp
 from .zoo import corpus as C
 from .zoo.evals import corpus_tokens
@@ -33,7 +33,8 @@ from .zoo import world as W
 __all__ = [
     "memory_coefficients", "mlp_out_from_memories", "labelled_sample", "FFNStats", "collect_ffn_stats",
     "value_logits", "value_top_tokens", "trigger_prefix", "classify_neuron", "agreement_by_layer",
-    "FactPairs", "fact_pairs", "subject_last_position", "fact_prompts", "fact_accuracy", "text_loss", "corpus_tokens",
+    "FactPairs", "fact_pairs", "subject_last_position", "subject_span", "rows_per_pass", "neuron_patch_effects",
+    "neuron_ablation_effects", "key_second_moment", "fact_prompts", "fact_accuracy", "text_loss", "corpus_tokens",
     "rank_one_update", "apply_rank_one_edit", "optimise_value_shift", "subspace_overlap", "principal_subspace",
     "neuron_browser_data", "neuron_browser_figure", "neuron_browser_widget",
     "check_mlp_out_from_memories", "check_value_top_tokens", "check_rank_one_update", "check_subspace_overlap",
@@ -150,11 +151,14 @@ class FFNStats:
 
 
 @torch.no_grad()
-def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 8, batch_size: int = 64) -> FFNStats:
+def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 8, batch_size: int = 64,
+                      key_moment: bool = True) -> FFNStats:
     """Run the sample once and keep, per neuron, its ``k`` top-activating tokens, plus the
     second moment of coefficient vectors (for rank-one edits) and the covariance of attention
     and MLP writes (for the bandwidth section). Padding positions are ignored, and so is the
-    BOS position, which is the same in every sequence and is no one's prefix."""
+    BOS position, which is the same in every sequence and is no one's prefix. ``key_moment=False``
+    skips the ``[L, d_mlp, d_mlp]`` second moment (quadratic in ``d_mlp``: on GPT-2 small most of
+    the pass); :func:`key_second_moment` computes it for one block when it is needed."""
     _check_model(model)
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a [n, T] tensor of token ids.")
@@ -166,7 +170,7 @@ def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
     top_v = torch.full((L, dm, k), -math.inf)
     top_s = torch.zeros((L, dm, k), dtype=torch.long)
     top_p = torch.zeros((L, dm, k), dtype=torch.long)
-    key_m = torch.zeros(L, dm, dm, dtype=torch.float64)
+    key_m = torch.zeros(L, dm, dm, dtype=torch.float64) if key_moment else None
     sums = {w: torch.zeros(L, d, dtype=torch.float64) for w in ("attn", "mlp")}
     outer = {w: torch.zeros(L, d, d, dtype=torch.float64) for w in ("attn", "mlp")}
     hooks = {f"blocks.{l}.{h}" for l in range(L) for h in ("mlp.hook_post", "hook_attn_out", "hook_mlp_out")}
@@ -182,7 +186,8 @@ def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
         n_tok += int(valid.sum())
         for l in range(L):
             a = cache[f"blocks.{l}.mlp.hook_post"].reshape(b * T, dm)[valid].cpu()
-            key_m[l] += (a.T @ a).double()
+            if key_m is not None:
+                key_m[l] += (a.T @ a).double()
             cand_v = torch.cat([top_v[l], a.T], dim=1)                     # [dm, k + n]
             cand_s = torch.cat([top_s[l], seq_ids[None].expand(dm, -1)], 1)
             cand_p = torch.cat([top_p[l], pos_ids[None].expand(dm, -1)], 1)
@@ -194,7 +199,8 @@ def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
                 outer[w][l] += x.T @ x
     mean = {w: sums[w] / n_tok for w in sums}
     cov = {w: (outer[w] / n_tok - mean[w][:, :, None] * mean[w][:, None, :]).float() for w in sums}
-    return FFNStats(top_v, top_s, top_p, (key_m / n_tok).float(), {w: m.float() for w, m in mean.items()}, cov, n_tok)
+    key = (key_m / n_tok).float() if key_m is not None else None
+    return FFNStats(top_v, top_s, top_p, key, {w: m.float() for w, m in mean.items()}, cov, n_tok)
 
 
 # ------------------------------------------------------------ what values promote
@@ -255,7 +261,9 @@ def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: to
     For each neuron: the fraction of its top-k prefixes whose next token is the
     top token of ``v_i W_U``. ``agreement[l]`` averages that over neurons;
     ``chance[l]`` does the same after shuffling which value goes with which key
-    within the layer (mean over ``n_shuffles`` shuffles).
+    within the layer (mean over ``n_shuffles`` shuffles; ``chance_sd[l]`` is their standard
+    deviation). The values' top tokens are found in chunks of neurons, so the ``d_mlp × d_vocab``
+    projection is never held at once (GPT-2 small: 3072 × 50257).
     """
     _check_model(model)
     L, dm, k = stats.top_values.shape
@@ -264,9 +272,11 @@ def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: to
     has_next = nxt_pos < lengths[stats.top_seq]
     nxt = tokens[stats.top_seq, nxt_pos.clamp(max=T - 1)]               # [L, dm, k]
     g = torch.Generator().manual_seed(seed)
-    agree, chance = [], []
+    agree, chance, chance_sd = [], [], []
     for l in range(L):
-        top_tok = value_logits(model, l).argmax(-1).cpu()                  # [dm]
+        chunk = max(1, 2**22 // model.cfg.d_vocab)
+        top_tok = torch.cat([(model.W_out[l][i:i + chunk] @ model.W_U).argmax(-1).cpu()
+                             for i in range(0, dm, chunk)])                 # [dm]
         hit = ((nxt[l] == top_tok[:, None]) & has_next[l]).float().mean(1)
         agree.append(float(hit.mean()))
         sh = []
@@ -274,7 +284,8 @@ def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: to
             perm = torch.randperm(dm, generator=g)
             sh.append(float(((nxt[l] == top_tok[perm][:, None]) & has_next[l]).float().mean()))
         chance.append(float(np.mean(sh)))
-    return {"agreement": agree, "chance": chance}
+        chance_sd.append(float(np.std(sh)))
+    return {"agreement": agree, "chance": chance, "chance_sd": chance_sd}
 
 
 # ------------------------------------------------------------- facts and pairs
@@ -291,6 +302,7 @@ class FactPairs:
     last: torch.Tensor     # [n] position of the prompt's last token
     subject_last: torch.Tensor  # [n] position of the subject's last token
     prompts: list
+    templates: list = field(default_factory=list)  # the template each clean prompt was rendered from
 
     def __len__(self):
         return len(self.facts)
@@ -360,8 +372,113 @@ def fact_pairs(model, facts=None, seed: int = 0) -> FactPairs:
         clean=torch.tensor([pad(x[2]) for x in keep]), corrupted=torch.tensor([pad(x[3]) for x in keep]),
         answer=torch.tensor([ans(x[0].answer) for x in keep]), wrong=torch.tensor([ans(x[1].answer) for x in keep]),
         last=torch.tensor([len(x[2]) - 1 for x in keep]), subject_last=torch.tensor([x[4] for x in keep]),
-        prompts=[x[5] for x in keep],
+        prompts=[x[5] for x in keep], templates=[_template_for(x[0], held) for x in keep],
     )
+
+
+def subject_span(model, template: str, subject: str) -> tuple[int, int]:
+    """(first, last) positions (counting BOS as 0) of the subject's tokens in ``render(template, subject)``.
+
+    Found from the tokenizer's own output, never assumed: GPT-2 splits " Eiffel" into
+    several tokens where the bundled tokenizer has one.
+    """
+    last = subject_last_position(model, template, subject)
+    slot = "{S}" if "{S}" in template else "{s}"
+    head = template.split(slot)[0].rstrip()
+    first = len(model.tokenizer.encode(head, add_special_tokens=False)) + 1 if head else 1
+    return first, last
+
+
+def rows_per_pass(model, seq_len: int, budget_mb: int = 512) -> int:
+    """How many sequences of ``seq_len`` tokens one forward pass may hold so that its logits and
+    activations stay near ``budget_mb`` megabytes: a sweep's batch bounded by the model's size
+    (about 2,600 rows for the bundled model at 8 tokens, about 130 for GPT-2 small)."""
+    _check_model(model)
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be a positive int, got {seq_len!r}.")
+    cfg = model.cfg
+    per_row = 4 * seq_len * (cfg.d_vocab + cfg.n_layers * (cfg.d_mlp + 4 * cfg.d_model))
+    return max(1, min(4096, budget_mb * 2**20 // per_row))
+
+
+@torch.no_grad()
+def neuron_patch_effects(model, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric, layer: int,
+                         position: int, batch_size: int | None = None) -> torch.Tensor:
+    """Activation patching one neuron at a time: for each neuron of block ``layer``, restore its
+    coefficient (``blocks.{layer}.mlp.hook_post``) at ``position`` from the clean run into the
+    corrupted run and read ``metric``. One prompt (``[1, T]`` tokens); returns ``[d_mlp]``.
+    ``batch_size``: patched runs per forward pass (default :func:`rows_per_pass`)."""
+    _check_model(model)
+    _check_layer(model, layer)
+    for nm, t in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.shape[0] != 1:
+            raise ValueError(f"{nm} must be one prompt of token ids, shape [1, T]; got {getattr(t, 'shape', t)}.")
+    if clean_tokens.shape != corrupted_tokens.shape:
+        raise ValueError(f"clean and corrupted prompts must have the same length, got {tuple(clean_tokens.shape)} "
+                         f"and {tuple(corrupted_tokens.shape)}.")
+    T = clean_tokens.shape[1]
+    if not isinstance(position, int) or not -T <= position < T:
+        raise ValueError(f"position must be an int in [-{T}, {T}), got {position!r}.")
+    position %= T
+    name = f"blocks.{layer}.mlp.hook_post"
+    _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n == name)
+    clean_act = cache[name][0, position]
+    dm = model.cfg.d_mlp
+    step = batch_size or rows_per_pass(model, T)
+    out = []
+    for start in range(0, dm, step):
+        ns = torch.arange(start, min(dm, start + step), device=clean_act.device)
+
+        def hook(act, hook=None, ns=ns):
+            act[torch.arange(len(ns), device=act.device), position, ns] = clean_act[ns]
+            return act
+        logits = model.run_with_hooks(corrupted_tokens.repeat(len(ns), 1), fwd_hooks=[(name, hook)])
+        out.append(metric(logits).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def neuron_ablation_effects(model, tokens: torch.Tensor, metric, layer: int, batch_size: int | None = None) -> torch.Tensor:
+    """Zero-ablate one neuron of block ``layer`` at a time (its coefficient at every position) in a
+    run on one prompt (``[1, T]``) and read ``metric``: ``[d_mlp]``, one value per neuron."""
+    _check_model(model)
+    _check_layer(model, layer)
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.shape[0] != 1:
+        raise ValueError(f"tokens must be one prompt, shape [1, T]; got {getattr(tokens, 'shape', tokens)}.")
+    name = f"blocks.{layer}.mlp.hook_post"
+    dm = model.cfg.d_mlp
+    step = batch_size or rows_per_pass(model, tokens.shape[1])
+    out = []
+    for start in range(0, dm, step):
+        ns = torch.arange(start, min(dm, start + step))
+
+        def hook(act, hook=None, ns=ns):
+            act[torch.arange(len(ns), device=act.device), :, ns.to(act.device)] = 0.0
+            return act
+        logits = model.run_with_hooks(tokens.repeat(len(ns), 1), fwd_hooks=[(name, hook)])
+        out.append(metric(logits).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def key_second_moment(model, tokens: torch.Tensor, lengths: torch.Tensor, layer: int, batch_size: int = 64) -> torch.Tensor:
+    """E[a aᵀ] of block ``layer``'s coefficient vectors over the real tokens of a sample
+    (padding and BOS ignored): ``[d_mlp, d_mlp]``, the metric of the rank-one edit."""
+    _check_model(model)
+    _check_layer(model, layer)
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or lengths.shape != (tokens.shape[0],):
+        raise ValueError("tokens must be [n, T] and lengths [n].")
+    name = f"blocks.{layer}.mlp.hook_post"
+    dm, T = model.cfg.d_mlp, tokens.shape[1]
+    acc, n = torch.zeros(dm, dm, dtype=torch.float64), 0
+    for start in range(0, tokens.shape[0], batch_size):
+        tb = tokens[start:start + batch_size]
+        valid = ((torch.arange(T)[None] < lengths[start:start + batch_size, None]) & (torch.arange(T)[None] > 0)).reshape(-1)
+        _, cache = model.run_with_cache(tb, names_filter=lambda nm: nm == name, stop_at_layer=layer + 1)
+        a = cache[name].reshape(-1, dm)[valid.to(cache[name].device)].cpu().double()
+        acc += a.T @ a
+        n += int(valid.sum())
+    return (acc / n).float()
 
 
 @torch.no_grad()
@@ -611,72 +728,308 @@ def neuron_browser_widget(model, stats: FFNStats, tokens: torch.Tensor):
 
 
 # ------------------------------------------------------------------ exercises
-def _ref_mlp_out(coefficients, W_out, b_out):
+# References are public ``solution_<name>``; each Exercise lists the wrong answers readers give,
+# with the misconception each one shows (helpers.exercises checks every one of them).
+_BUNDLED = "rs-gpt2-4l"
+_ORGANISM: dict = {}
+
+
+def _organism():
+    """The bundled model, loaded once, for exercises whose cases or answers need a model."""
+    if "model" not in _ORGANISM:
+        from .models import load_model
+
+        torch.set_grad_enabled(False)
+        _ORGANISM["model"] = load_model(_BUNDLED)
+    return _ORGANISM["model"]
+
+
+def solution_mlp_out_from_memories(coefficients, W_out, b_out):
+    """Σ_i a_i v_i + b_out (the reference for the memories exercise)."""
     return coefficients @ W_out + b_out
+
+
+def _memories_cases():
+    g = torch.Generator().manual_seed(1)
+    return [((torch.randn(5, 12, generator=g), torch.randn(12, 4, generator=g), torch.randn(4, generator=g)), {}),
+            ((torch.randn(2, 3, 8, generator=g), torch.randn(8, 6, generator=g), torch.randn(6, generator=g)), {})]
+
+
+def _gelu(x):
+    from transformer_lens.utilities.activation_functions import gelu_new
+
+    return gelu_new(x)
+
+
+MEMORIES = Exercise(
+    id="ch4.memories", name="mlp_out_from_memories", solution=solution_mlp_out_from_memories, cases=_memories_cases,
+    mistakes=[
+        Mistake(lambda a, W_out, b: a @ W_out, "you left out b_out: the block adds its output bias once, "
+                "whatever the coefficients are."),
+        Mistake(lambda a, W_out, b: _gelu(a) @ W_out + b, "the coefficients are already the neuron activations, "
+                "after the GELU; applying f again bends them twice."),
+        Mistake(lambda a, W_out, b: a @ W_out + a.sum(-1, keepdim=True) * b, "b_out is not a value vector: it is "
+                "added once, not once per unit of coefficient."),
+    ],
+    hint="values are the ROWS of W_out (shape [d_mlp, d_model]); weight row i by coefficient i, sum over i, add b_out.",
+)
 
 
 def check_mlp_out_from_memories(fn) -> bool:
     """Exercise: the MLP output as a coefficient-weighted sum of value vectors."""
-    g = torch.Generator().manual_seed(1)
-    cases = [((torch.randn(5, 12, generator=g), torch.randn(12, 4, generator=g), torch.randn(4, generator=g)), {}),
-             ((torch.randn(2, 3, 8, generator=g), torch.randn(8, 6, generator=g), torch.randn(6, generator=g)), {})]
-    return check_function(fn, _ref_mlp_out, cases, "mlp_out_from_memories",
-                          hint="values are the ROWS of W_out (shape [d_mlp, d_model]); weight row i by coefficient i, "
-                               "sum over i, and do not forget b_out.")
+    return MEMORIES.check(fn)
 
 
-def _ref_value_top_tokens(W_out, W_U, neuron, k):
+def solution_value_top_tokens(W_out, W_U, neuron, k):
+    """Ids of the k tokens that value v_neuron pushes up most, largest first."""
     return (W_out[neuron] @ W_U).topk(k).indices
+
+
+def _value_cases():
+    g = torch.Generator().manual_seed(2)
+    W_out, W_U = torch.randn(16, 6, generator=g), torch.randn(6, 30, generator=g)
+    return [((W_out, W_U, 3, 5), {}), ((W_out, W_U, 11, 4), {}), ((W_out, W_U, 0, 3), {})]
+
+
+VALUE_TOP_TOKENS = Exercise(
+    id="ch4.value-top-tokens", name="value_top_tokens", solution=solution_value_top_tokens, cases=_value_cases,
+    mistakes=[
+        Mistake(lambda W_out, W_U, n, k: (-(W_out[n] @ W_U)).topk(k).indices, "those are the tokens the value "
+                "pushes DOWN most: take the largest entries of v_i W_U, not the smallest."),
+        Mistake(lambda W_out, W_U, n, k: (W_out[n] @ W_U).topk(k).indices.flip(0), "right tokens, wrong order: "
+                "the largest boost comes first."),
+        Mistake(lambda W_out, W_U, n, k: (W_out[n] @ W_U).topk(k).values, "you returned the logit boosts; the "
+                "exercise asks for the token ids (topk's .indices)."),
+    ],
+    hint="take row `neuron` of W_out (a value; a column of W_in would be a key), multiply by W_U, return the ids "
+         "of the k largest entries, largest first.",
+)
 
 
 def check_value_top_tokens(fn) -> bool:
     """Exercise: the token ids a neuron's value vector promotes most, best first."""
-    g = torch.Generator().manual_seed(2)
-    W_out, W_U = torch.randn(16, 6, generator=g), torch.randn(6, 30, generator=g)
-    cases = [((W_out, W_U, 3, 5), {}), ((W_out, W_U, 11, 1), {})]
-    return check_function(fn, _ref_value_top_tokens, cases, "value_top_tokens",
-                          hint="take row `neuron` of W_out (not a column of W_in: that is the key), multiply by W_U, "
-                               "and return the ids of the k largest entries in decreasing order.")
+    return VALUE_TOP_TOKENS.check(fn)
 
 
-def _ref_rank_one(W_, key, target, C):
+def solution_rank_one_update(W_, key, target, C):
+    """The C-metric-minimal rank-one change of W_ with key @ W_new == target."""
     return rank_one_update(W_, key, target, C)
+
+
+def _rank_one_cases():
+    out = []
+    for seed in (3, 4):
+        g = torch.Generator().manual_seed(seed)
+        A = torch.randn(10, 10, generator=g, dtype=torch.float64)
+        C = A @ A.T / 10 + 0.1 * torch.eye(10, dtype=torch.float64)
+        W_ = torch.randn(10, 4, generator=g, dtype=torch.float64)
+        out.append(((W_, torch.randn(10, generator=g, dtype=torch.float64),
+                     torch.randn(4, generator=g, dtype=torch.float64), C), {}))
+    return out
+
+
+RANK_ONE = Exercise(
+    id="ch4.rank-one-update", name="rank_one_update", solution=solution_rank_one_update, cases=_rank_one_cases,
+    mistakes=[
+        Mistake(lambda W_, k, t, C: W_ + torch.outer(k / (k @ k), t - k @ W_), "your edit hits the target but is "
+                "not the smallest one in the metric of C: use u = C⁻¹k / (kᵀC⁻¹k), not k / |k|²."),
+        Mistake(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k), t - k @ W_), "u must satisfy k·u = 1 "
+                "or the edited memory misses its target: divide C⁻¹k by kᵀC⁻¹k."),
+        Mistake(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k) / (k @ torch.linalg.solve(C, k)), t),
+                "the change must carry the residual target − k·W, not the target itself, or the old value is "
+                "counted twice."),
+    ],
+    hint="W_new = W + u (target − k·W)ᵀ with u = C⁻¹k / (kᵀC⁻¹k).", atol=1e-6,
+)
 
 
 def check_rank_one_update(fn) -> bool:
     """Exercise: the rank-one edit with key second moment C."""
-    g = torch.Generator().manual_seed(3)
-    A = torch.randn(10, 10, generator=g, dtype=torch.float64)
-    C = A @ A.T / 10 + 0.1 * torch.eye(10, dtype=torch.float64)
-    W_ = torch.randn(10, 4, generator=g, dtype=torch.float64)
-    key, target = torch.randn(10, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
-    got = attempt(fn, "rank_one_update", W_, key, target, C)
-    if got is NOT_ATTEMPTED:
-        return False
-    if not isinstance(got, torch.Tensor) or got.shape != W_.shape:
-        raise CheckFailed(f"rank_one_update: expected a tensor of shape {tuple(W_.shape)}, got "
-                          f"{getattr(got, 'shape', type(got).__name__)}.")
-    compare(key @ got, target, "key @ W_new (the edited memory must return the target)", atol=1e-6)
-    delta = got - W_
-    if torch.linalg.matrix_rank(delta).item() != 1:
-        raise CheckFailed("rank_one_update: W_new - W should have rank 1 (an outer product u ⊗ residual).")
-    try:
-        compare(got, _ref_rank_one(W_, key, target, C), "W_new", atol=1e-6)
-    except CheckFailed as exc:
-        raise CheckFailed(f"{exc}\nHint: your edit hits the target but is not the smallest one in the metric of C: "
-                          "use u = C⁻¹k / (kᵀ C⁻¹ k), not k / |k|².") from None
-    return passed("rank_one_update")
+    return RANK_ONE.check(fn)
 
 
-def _ref_overlap(A, B):
+def solution_subspace_overlap(A, B):
+    """‖AᵀB‖²_F / min(r_A, r_B) for orthonormal columns."""
     return subspace_overlap(A, B)
+
+
+def _overlap_cases():
+    g = torch.Generator().manual_seed(4)
+    Q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g))
+    return [((Q[:, :3], Q[:, :5]), {}), ((Q[:, :3], Q[:, 3:7]), {}),
+            ((Q[:, :4], torch.linalg.qr(torch.randn(12, 6, generator=g))[0]), {}),
+            ((torch.linalg.qr(torch.randn(12, 5, generator=g))[0], Q[:, :2]), {})]
+
+
+SUBSPACE_OVERLAP = Exercise(
+    id="ch4.subspace-overlap", name="subspace_overlap", solution=solution_subspace_overlap, cases=_overlap_cases,
+    mistakes=[
+        Mistake(lambda A, B: float((A.T @ B).pow(2).sum() / max(A.shape[1], B.shape[1])), "divide by the SMALLER "
+                "rank: only then does a subspace that contains the other score 1."),
+        Mistake(lambda A, B: float((A.T @ B).abs().sum() / min(A.shape[1], B.shape[1])), "square the cosines: "
+                "‖AᵀB‖²_F adds the squared projections, which is what makes the score a mean cos²."),
+        Mistake(lambda A, B: float((A.T @ B).pow(2).sum()), "without dividing by the smaller rank the score grows "
+                "with the ranks instead of lying in [0, 1]."),
+    ],
+    hint="square every entry of AᵀB, add them up, divide by the SMALLER of the two ranks.",
+)
 
 
 def check_subspace_overlap(fn) -> bool:
     """Exercise: overlap of two subspaces given by orthonormal columns."""
-    g = torch.Generator().manual_seed(4)
-    Q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g))
-    cases = [((Q[:, :3], Q[:, :5]), {}), ((Q[:, :3], Q[:, 3:7]), {}),
-             ((Q[:, :4], torch.linalg.qr(torch.randn(12, 6, generator=g))[0]), {})]
-    return check_function(fn, _ref_overlap, cases, "subspace_overlap",
-                          hint="square every entry of AᵀB, add them up, divide by the SMALLER of the two ranks.")
+    return SUBSPACE_OVERLAP.check(fn)
+
+
+#: The prediction exercise's setting: two random subspaces of these ranks in this many dimensions.
+RANDOM_OVERLAP_SETTING = {"r_A": 16, "r_B": 64, "d": 128}
+
+
+def solution_random_overlap() -> float:
+    """E[overlap] of random subspaces of ranks r_A ≤ r_B in d dimensions: r_B / d."""
+    return RANDOM_OVERLAP_SETTING["r_B"] / RANDOM_OVERLAP_SETTING["d"]
+
+
+def _close_prediction(tol: float):
+    def cmp(got, want, what):
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise CheckFailed(f"{what}: write your prediction as a number, got {type(got).__name__}.")
+        if abs(float(got) - float(want)) > tol:
+            raise CheckFailed(f"{what}: the measured value is {float(want):.3g}; your prediction {float(got):.3g} "
+                              f"is more than {tol:g} away.")
+    return cmp
+
+
+PREDICT_RANDOM_OVERLAP = Exercise(
+    id="ch4.predict-random-overlap", name="predicted_overlap", solution=solution_random_overlap, cases=None,
+    mistakes=[
+        Mistake(value=16 / 128, why="r_A/d uses the smaller rank; but each of the smaller space's directions is "
+                "projected onto the LARGER space, which keeps r_B/d of a random direction's squared length."),
+        Mistake(value=16 * 64 / 128 ** 2, why="multiplying the two fractions r_A/d · r_B/d counts the chance that "
+                "both spaces catch the same fixed direction; the score averages over the smaller space's directions."),
+        Mistake(value=0.0, why="random subspaces are not orthogonal: a random unit vector keeps r_B/d of its squared "
+                "length in any r_B-dimensional subspace."),
+    ],
+    compare=_close_prediction(0.03),
+)
+
+
+def check_random_overlap_prediction(answer) -> bool:
+    """Predict-then-measure: the overlap of random subspaces of ranks 16 and 64 in 128 dimensions."""
+    return PREDICT_RANDOM_OVERLAP.check_value(answer)
+
+
+def solution_most_damaging_neuron(model, tokens, answer, rival, layer):
+    """The neuron of ``layer`` whose zero-ablation (every position) most lowers logit[answer] − logit[rival]
+    at the last position of the one-prompt batch ``tokens``."""
+    from .patching import logit_diff_metric
+
+    metric = logit_diff_metric([int(answer)], [int(rival)])
+    base = float(metric(model(tokens))[0])
+    return int((base - neuron_ablation_effects(model, tokens, metric, layer)).argmax())
+
+
+def _most_activated(model, tokens, answer, rival, layer):
+    name = f"blocks.{layer}.mlp.hook_post"
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+    return int(cache[name][0, -1].argmax())
+
+
+def _largest_direct_attribution(model, tokens, answer, rival, layer):
+    name = f"blocks.{layer}.mlp.hook_post"
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in (name, "ln_final.hook_scale"))
+    u = model.W_U[:, int(answer)] - model.W_U[:, int(rival)]
+    return int((cache[name][0, -1] * (model.W_out[layer] @ u)).argmax())
+
+
+def _most_helpful(model, tokens, answer, rival, layer):
+    from .patching import logit_diff_metric
+
+    metric = logit_diff_metric([int(answer)], [int(rival)])
+    return int(neuron_ablation_effects(model, tokens, metric, layer).argmax())
+
+
+def damaging_neuron_cases(model=None):
+    """(model, tokens, answer id, rival id, layer) for three facts and two depths, from ``model``'s own
+    tokenizer (default: the bundled model)."""
+    model = model or _organism()
+    tok = model.tokenizer
+    first = lambda w: tok.encode(" " + w, add_special_tokens=False)[0]  # noqa: E731  (the answer's first token)
+    items = [("The Eiffel Tower is located in", "Paris", "Rome", 0),
+             ("The Eiffel Tower is located in", "Paris", "Rome", model.cfg.n_layers - 1),
+             ("The capital of Japan is", "Tokyo", "Paris", 0)]
+    return [((model, model.to_tokens(p), first(a), first(r), layer), {}) for p, a, r, layer in items]
+
+
+MOST_DAMAGING_NEURON = Exercise(
+    id="ch4.most-damaging-neuron", name="most_damaging_neuron", solution=solution_most_damaging_neuron,
+    cases=damaging_neuron_cases,
+    mistakes=[
+        Mistake(_most_activated, "the neuron that fires hardest is not the one the answer depends on: its value may "
+                "write elsewhere. Remove each neuron and measure what is lost."),
+        Mistake(_largest_direct_attribution, "direct attribution counts only a neuron's direct path to the logits; "
+                "removing it also changes what every later block computes. Measure the ablation itself."),
+        Mistake(_most_helpful, "sign: that is the neuron whose removal RAISES the logit difference most; the "
+                "exercise asks for the largest drop."),
+    ],
+    hint="for each neuron, zero blocks.{layer}.mlp.hook_post[..., neuron] at every position, read the logit "
+         "difference at the last position, and return the neuron with the largest drop from the clean value.",
+)
+
+
+def check_most_damaging_neuron(fn, model=None) -> bool:
+    """Design exercise: the neuron whose ablation most reduces one fact's answer (cases from ``model``)."""
+    return MOST_DAMAGING_NEURON.check(fn, cases=None if model is None else damaging_neuron_cases(model))
+
+
+#: Answers for the subject-position prediction: the median rank of the answer, as a bucket.
+RANK_BUCKETS = ("top-1", "top-10", "top-100", "beyond 100")
+
+
+def rank_bucket(rank: float) -> str:
+    """The bucket of ``RANK_BUCKETS`` that a rank (0 = top prediction) falls in."""
+    if not isinstance(rank, (int, float)) or isinstance(rank, bool) or rank < 0:
+        raise ValueError(f"rank must be a number ≥ 0 (0 = the top prediction), got {rank!r}.")
+    return RANK_BUCKETS[0] if rank < 1 else RANK_BUCKETS[1] if rank < 10 else RANK_BUCKETS[2] if rank < 100 \
+        else RANK_BUCKETS[3]
+
+
+@torch.no_grad()
+def subject_lens_median_rank(model, pairs: FactPairs, layer: int = 0) -> float:
+    """Median over facts of the answer's rank (0 = top) through the logit lens at the subject's last
+    token, in the stream after block ``layer`` (``blocks.{layer}.hook_resid_post``)."""
+    _check_layer(model, layer)
+    name = f"blocks.{layer}.hook_resid_post"
+    _, cache = model.run_with_cache(pairs.clean, names_filter=lambda n: n == name)
+    rows = torch.arange(len(pairs))
+    x = cache[name][rows.to(cache[name].device), pairs.subject_last.to(cache[name].device)]
+    logits = (model.ln_final(x[:, None]) [:, 0] @ model.W_U + model.b_U).cpu()
+    rank = (logits > logits[rows, pairs.answer][:, None]).sum(-1).float()
+    return float(rank.median())
+
+
+def solution_subject_lens_bucket() -> str:
+    """Measured on the bundled model: the bucket of the answer's median rank at the subject's last token after block 0."""
+    model = _organism()
+    return rank_bucket(subject_lens_median_rank(model, fact_pairs(model), 0))
+
+
+PREDICT_SUBJECT_LENS = Exercise(
+    id="ch4.predict-subject-lens", name="predicted_bucket", solution=solution_subject_lens_bucket, cases=None,
+    mistakes=[
+        Mistake(value="top-1", why="in GPT-2 XL (Meng et al., 2022) the subject's last token is where MLPs recall the "
+                "fact; in this model patching found nothing there, and the lens at that position reads the next word "
+                "after the subject, not the answer."),
+        Mistake(value="top-10", why="the answer is not near the top at the subject: block 0's MLP at the subject "
+                "restores almost none of the answer, so there is little reason for the answer to be readable there."),
+        Mistake(value="top-100", why="closer, but for most facts more than a hundred tokens outrank the answer at "
+                "the subject: the fact is read out at the last token, after block 0's attention has moved the subject "
+                "there."),
+    ],
+)
+
+
+def check_subject_lens_prediction(answer) -> bool:
+    """Predict-then-measure: the answer's median rank bucket at the subject's last token after block 0."""
+    if answer is not Ellipsis and answer not in RANK_BUCKETS:
+        raise CheckFailed(f"predicted_bucket: choose one of {RANK_BUCKETS}, got {answer!r}.")
+    return PREDICT_SUBJECT_LENS.check_value(answer)

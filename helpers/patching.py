@@ -24,7 +24,7 @@ import torch
 
 from .core import require_tokens
 
-__all__ = ["patch_sweep", "patch_heads", "patch_naive", "logit_diff_metric", "prob_metric"]
+__all__ = ["patch_sweep", "patch_heads", "patch_naive", "mean_ablation_sweep", "logit_diff_metric", "prob_metric"]
 
 #: Rows (sequences) per forward pass when ``batch_size`` is not given.
 DEFAULT_MAX_ROWS = 512
@@ -201,10 +201,13 @@ def _score(metric, logits: torch.Tensor, n_rows: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _batched(model, clean, corrupted, metric, runs: list[Run], positions, runs_per_pass: int) -> torch.Tensor:
-    """[n_runs, batch] metric values, one row per patched run."""
+def _batched(model, clean, corrupted, metric, runs: list[Run], positions, runs_per_pass: int,
+             cache: dict | None = None) -> torch.Tensor:
+    """[n_runs, batch] metric values, one row per patched run (``cache``: the values to write in,
+    by hook name, ``[batch, pos, ...]``; default the clean run's)."""
     b = clean.shape[0]
-    cache = _clean_cache(model, clean, {h for h, _, _ in runs})
+    if cache is None:
+        cache = _clean_cache(model, clean, {h for h, _, _ in runs})
     scores = []
     for start in range(0, len(runs), runs_per_pass):
         chunk = runs[start:start + runs_per_pass]
@@ -334,3 +337,37 @@ def patch_heads(model, clean_tokens, corrupted_tokens, metric, layers=None, posi
         flat = _batched(model, clean, corrupted, metric, runs, pos, _check_batch_size(batch_size, clean.shape[0]))
     shape = (len(layers), n_heads) if n_cols is None else (len(layers), n_heads, n_cols)
     return _shape(flat, shape, reduce)
+
+
+def mean_ablation_sweep(model, tokens, metric, hook_names, positions, batch_size=None,
+                        reduce: str = "mean") -> torch.Tensor:
+    """The necessity side of patching: in the run on ``tokens`` itself, replace each hook's activation
+    at each position column by its mean over the batch at that column, one (hook, column) per run.
+
+    ``positions`` is a list of ints or a ``[batch, n_pos]`` tensor, as for :func:`patch_sweep`
+    (column ``c`` of example ``i`` is ablated with the mean of ``act[j, positions[j, c]]`` over the
+    batch ``j``). Returns ``[len(hook_names), n_pos]`` (plus a trailing batch dimension if
+    ``reduce="none"``). Resample ablation needs no new code: ``patch_sweep(model, corrupted, clean, ...)``
+    writes the corrupted run's activation into the clean run.
+    """
+    _check_reduce(reduce)
+    if not callable(metric):
+        raise TypeError(f"metric must be a function of logits [rows, pos, vocab], got {type(metric).__name__}.")
+    toks, _ = _check_tokens(model, tokens, tokens)
+    names = _check_hooks(model, hook_names)
+    if positions is None:
+        raise ValueError("mean_ablation_sweep needs positions (a list of ints or a [batch, n_pos] tensor): "
+                         "the mean over every position of a prompt is not a meaningful replacement.")
+    b = toks.shape[0]
+    pos = _check_positions(positions, b, toks.shape[1])
+    cache = _clean_cache(model, toks, names)
+    rows = torch.arange(b)
+    per_col = []
+    for c in range(pos.shape[1]):
+        col = pos[:, c:c + 1]
+        p = col[:, 0].to(toks.device)
+        means = {n: cache[n][rows.to(toks.device), p].mean(0).expand_as(cache[n]) for n in names}
+        per_col.append(_batched(model, toks, toks, metric, _runs(names, 1), col,
+                                _check_batch_size(batch_size, b), cache=means))       # [n_names, b]
+    flat = torch.stack(per_col, 1).reshape(len(names) * pos.shape[1], b)
+    return _shape(flat, (len(names), pos.shape[1]), reduce)
