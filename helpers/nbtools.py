@@ -12,6 +12,8 @@ from pathlib import Path
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+#: Cell metadata that stays: a solution hidden until asked for (tools/nbmeta.py).
+SELF_STUDY = {"cellView": "form", "jupyter": {"source_hidden": True}}
 
 
 def problems(path: str | Path) -> list[str]:
@@ -31,7 +33,7 @@ def problems(path: str | Path) -> list[str]:
             found.append(f"cell {i} has outputs")
         if cell.get("execution_count") is not None and CHECK_MARK not in src:
             found.append(f"cell {i} has an execution count")
-        meta = set(cell.get("metadata", {})) - {"tags"}
+        meta = {k for k, v in cell.get("metadata", {}).items() if k != "tags" and SELF_STUDY.get(k) != v}
         if meta:
             found.append(f"cell {i} has metadata {sorted(meta)}")
     return found
@@ -43,8 +45,8 @@ def strip(path: str | Path) -> None:
     nb = json.loads(p.read_text(encoding="utf-8"))
     nb["metadata"] = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
     for cell in nb["cells"]:
-        tags = cell.get("metadata", {}).get("tags")
-        cell["metadata"] = {"tags": tags} if tags else {}
+        old = cell.get("metadata", {})
+        cell["metadata"] = {k: v for k, v in old.items() if k == "tags" and v or SELF_STUDY.get(k) == v}
         if cell["cell_type"] == "code" and CHECK_MARK not in "".join(cell["source"]):
             cell["outputs"] = []
             cell["execution_count"] = None

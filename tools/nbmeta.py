@@ -1,0 +1,151 @@
+"""Give exercise and solution cells the metadata that self-study needs (idempotent).
+
+    .venv/bin/python tools/nbmeta.py apply chapters/*.ipynb    # rewrite in place
+    .venv/bin/python tools/nbmeta.py check chapters/*.ipynb    # list cells that lack it (exit 1)
+
+A chapter's exercise is a markdown cell opening ```` ```{exercise-start} ````,
+the reader's stub (code cells), and a markdown cell ```` ```{exercise-end} ````;
+its solution follows between ```` ```{solution-start} ```` and
+```` ```{solution-end} ````. The static book folds the solution; a notebook
+opened in Colab or Jupyter would show it in plain view under the exercise.
+This tool gives
+
+* every solution code cell a first line ``# @title Solution (click to show the code)``
+  and ``"cellView": "form"`` (Colab shows the title and hides the code until the
+  reader opens the cell), and ``"jupyter": {"source_hidden": true}`` (JupyterLab
+  and Notebook 7 collapse the source); the code still runs with the rest of the
+  chapter;
+* every exercise stub code cell the tag ``remove-output``, so the static book
+  shows no "not attempted yet" output under a stub.
+
+Running it twice changes nothing the second time. Only those cells and those
+keys are touched; cell ids, other tags and every other cell stay as they are.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+TITLE = "# @title Solution (click to show the code)"
+TITLE_LINE = re.compile(r"^#\s*@title\b")
+FORM = {"cellView": "form"}
+HIDDEN = {"jupyter": {"source_hidden": True}}
+STUB_TAG = "remove-output"
+
+_MARK = re.compile(r"```+\s*\{(exercise|solution)-(start|end)\}")
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def classify(nb: dict) -> tuple[list[int], list[int]]:
+    """Indices of (solution code cells, exercise stub code cells) in a notebook dict.
+
+    Raises ValueError for a start without its end or an end without a start, naming the cell.
+    """
+    solutions, stubs = [], []
+    inside = None  # "exercise" or "solution" while between a start and its end
+    opened_at = None
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            for mark in _MARK.finditer(_source(cell)):  # in the order they appear
+                kind, edge = mark.groups()
+                if edge == "start":
+                    if inside is not None:
+                        raise ValueError(f"cell {i}: {kind}-start inside the {inside} opened at cell {opened_at}")
+                    inside, opened_at = kind, i
+                else:
+                    if inside != kind:
+                        raise ValueError(f"cell {i}: {kind}-end without a matching {kind}-start")
+                    inside = None
+            continue
+        if cell["cell_type"] == "code" and inside == "solution":
+            solutions.append(i)
+        elif cell["cell_type"] == "code" and inside == "exercise":
+            stubs.append(i)
+    if inside is not None:
+        raise ValueError(f"cell {opened_at}: {inside}-start has no {inside}-end")
+    return solutions, stubs
+
+
+def _set_source(cell, text: str) -> None:
+    cell["source"] = text.splitlines(keepends=True) if isinstance(cell.get("source"), list) else text
+
+
+def apply(nb: dict) -> int:
+    """Add the metadata in place; return how many cells changed."""
+    solutions, stubs = classify(nb)
+    changed = 0
+    for i in solutions:
+        cell = nb["cells"][i]
+        before = json.dumps(cell, sort_keys=True)
+        src = _source(cell)
+        if not TITLE_LINE.match(src):
+            _set_source(cell, TITLE + "\n" + src)
+        meta = cell.setdefault("metadata", {})
+        meta.update(FORM)
+        meta.setdefault("jupyter", {})["source_hidden"] = True
+        changed += json.dumps(cell, sort_keys=True) != before
+    for i in stubs:
+        meta = nb["cells"][i].setdefault("metadata", {})
+        tags = meta.setdefault("tags", [])
+        if STUB_TAG not in tags:
+            tags.append(STUB_TAG)
+            changed += 1
+    return changed
+
+
+def problems(nb: dict) -> list[str]:
+    """Solution or stub cells that lack their metadata (empty list when all carry it)."""
+    solutions, stubs = classify(nb)
+    found = []
+    for i in solutions:
+        cell = nb["cells"][i]
+        meta = cell.get("metadata", {})
+        if not TITLE_LINE.match(_source(cell)):
+            found.append(f"cell {i} (solution): source does not begin with a '# @title' line")
+        if meta.get("cellView") != "form":
+            found.append(f"cell {i} (solution): metadata lacks \"cellView\": \"form\" (Colab)")
+        if meta.get("jupyter", {}).get("source_hidden") is not True:
+            found.append(f"cell {i} (solution): metadata lacks \"jupyter\": {{\"source_hidden\": true}}")
+    for i in stubs:
+        if STUB_TAG not in nb["cells"][i].get("metadata", {}).get("tags", []):
+            found.append(f"cell {i} (exercise stub): lacks the {STUB_TAG!r} tag")
+    return found
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write(path: Path, nb: dict) -> None:
+    # the layout helpers.nbtools.strip writes, so a later strip leaves no diff
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("apply", "check"):
+        print("usage: python tools/nbmeta.py {apply|check} NOTEBOOK...", file=sys.stderr)
+        return 2
+    bad = 0
+    for name in argv[1:]:
+        path = Path(name)
+        nb = _read(path)
+        if argv[0] == "apply":
+            n = apply(nb)
+            if n:
+                _write(path, nb)
+            print(f"{path}: {n} cell(s) changed")
+        else:
+            for problem in problems(nb):
+                print(f"{path}: {problem}")
+                bad += 1
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
