@@ -31,6 +31,9 @@ __all__ = [
     "sae_metrics",
     "collect_activations",
     "loss_recovered",
+    "replacement_loss",
+    "token_variance_explained",
+    "promoted_share",
     "max_cosine_recovery",
     "world_lexicon",
     "label_tokens",
@@ -253,13 +256,18 @@ def _check_hook(model, hook_name):
 
 @torch.no_grad()
 def loss_recovered(model, tokens: torch.Tensor, hook_name: str, sae: SparseAutoencoder,
-                   batch_size: int = 32) -> dict[str, float]:
+                   batch_size: int = 32, mean_activation: torch.Tensor | None = None) -> dict[str, float]:
     """Next-token loss with the SAE's reconstruction spliced in at ``hook_name``.
 
     Returns the mean cross-entropy of the clean run, of the run whose activation at the hook
     is replaced by x̂ (all positions but BOS), and of the run whose activation is zeroed
-    (same positions), and the share of the zero-ablation damage the SAE undoes:
-    (zero − spliced) / (zero − clean); 1 is a perfect substitute, 0 is no better than zeros.
+    (same positions); ``added_loss`` = spliced − clean (nats per token); and the share of the
+    zero-ablation damage the SAE undoes, ``loss_recovered`` = (zero − spliced) / (zero − clean):
+    1 is a perfect substitute, 0 is no better than zeros. With ``mean_activation`` [d] (the
+    activation's mean over a dataset) it also returns ``mean_ablated`` (every non-BOS
+    position set to that mean) and ``loss_recovered_mean`` = (mean − spliced) / (mean − clean).
+    A reference whose loss is close to uniform guessing makes either share lenient: read it
+    next to ``added_loss``.
     """
     if not isinstance(sae, SparseAutoencoder):
         raise TypeError(f"sae must be a SparseAutoencoder, got {type(sae).__name__}.")
@@ -281,16 +289,98 @@ def loss_recovered(model, tokens: torch.Tensor, hook_name: str, sae: SparseAutoe
         out[:, 1:] = 0.0
         return out
 
-    totals = {"clean": 0.0, "spliced": 0.0, "zero_ablated": 0.0}
+    runs = {"spliced": splice, "zero_ablated": zero}
+    if mean_activation is not None:
+        mean_activation = torch.as_tensor(mean_activation).detach()
+        if mean_activation.shape != (sae.d_in,):
+            raise ValueError(f"mean_activation must be a vector [d_in={sae.d_in}], got {tuple(mean_activation.shape)}.")
+
+        def mean(act, hook):
+            out = act.clone()
+            out[:, 1:] = mean_activation.to(act.device, act.dtype)
+            return out
+
+        runs["mean_ablated"] = mean
+    totals = {"clean": 0.0, **{k: 0.0 for k in runs}}
     for i in range(0, len(tokens), batch_size):
         tb = tokens[i:i + batch_size].to(model_device)
         n = tb.shape[0]
         totals["clean"] += float(model(tb, return_type="loss")) * n
-        totals["spliced"] += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, splice)])) * n
-        totals["zero_ablated"] += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, zero)])) * n
+        for key, hook in runs.items():
+            totals[key] += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, hook)])) * n
     res = {k: v / len(tokens) for k, v in totals.items()}
+    res["added_loss"] = res["spliced"] - res["clean"]
     res["loss_recovered"] = (res["zero_ablated"] - res["spliced"]) / (res["zero_ablated"] - res["clean"])
+    if "mean_ablated" in res:
+        res["loss_recovered_mean"] = (res["mean_ablated"] - res["spliced"]) / (res["mean_ablated"] - res["clean"])
     return res
+
+
+@torch.no_grad()
+def replacement_loss(model, tokens: torch.Tensor, hook_name: str, replace, batch_size: int = 32) -> float:
+    """Mean next-token loss when the activation at ``hook_name`` is replaced, at every non-BOS
+    position, by ``replace(x)`` (x: [batch, T − 1, d], returns the same shape).
+
+    For controls a chapter designs itself: a random error of a given size, a projection, a
+    different reconstruction.
+    """
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a tensor [n_sequences, seq_len] of token ids.")
+    if not callable(replace):
+        raise TypeError(f"replace must be a function x -> x', got {type(replace).__name__}.")
+    _check_hook(model, hook_name)
+    model_device = next(model.parameters()).device
+
+    def hook(act, hook):
+        out = act.clone()
+        new = replace(act[:, 1:].float())
+        if new.shape != act[:, 1:].shape:
+            raise ValueError(f"replace returned shape {tuple(new.shape)}, expected {tuple(act[:, 1:].shape)}.")
+        out[:, 1:] = new.to(act.device, act.dtype)
+        return out
+
+    total = 0.0
+    for i in range(0, len(tokens), batch_size):
+        tb = tokens[i:i + batch_size].to(model_device)
+        total += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, hook)])) * tb.shape[0]
+    return total / len(tokens)
+
+
+def token_variance_explained(acts: torch.Tensor, token_ids: torch.Tensor) -> float:
+    """Share of the variance of ``acts`` [N, d] explained by the token at each position alone.
+
+    Replaces every activation by the mean activation of its token (``token_ids`` [N]) and
+    returns 1 − Σ‖x − mean_token(x)‖² / Σ‖x − mean‖² (an R²). 1: the activation is a lookup
+    table of the current token; near (number of distinct tokens)/N: no relation.
+    """
+    if not isinstance(acts, torch.Tensor) or acts.ndim != 2:
+        raise ValueError("acts must be a tensor [N, d].")
+    token_ids = torch.as_tensor(token_ids).reshape(-1).long()
+    if token_ids.shape[0] != acts.shape[0]:
+        raise ValueError(f"token_ids has {token_ids.shape[0]} entries for {acts.shape[0]} activations.")
+    x = acts.double()
+    uniq, inv = torch.unique(token_ids, return_inverse=True)
+    sums = torch.zeros(len(uniq), x.shape[1], dtype=x.dtype).index_add_(0, inv, x)
+    means = sums / torch.bincount(inv, minlength=len(uniq)).to(x.dtype)[:, None]
+    resid = ((x - means[inv]) ** 2).sum()
+    total = ((x - x.mean(dim=0)) ** 2).sum()
+    return float(1 - resid / total)
+
+
+def promoted_share(directions: torch.Tensor, W_U: torch.Tensor, target: torch.Tensor, k: int = 6) -> torch.Tensor:
+    """For each direction (rows of [n, d]), the share of its top-k directly promoted tokens
+    (direction · W_U) that lie in ``target`` (a boolean mask over the vocabulary).
+
+    A random direction scores about ``target.mean()`` on average: that is the chance level.
+    """
+    require_int("k", k)
+    if directions.ndim != 2 or W_U.ndim != 2 or directions.shape[1] != W_U.shape[0]:
+        raise ValueError("directions must be [n, d] and W_U [d, d_vocab].")
+    target = torch.as_tensor(target, dtype=torch.bool).to(W_U.device)
+    if target.shape != (W_U.shape[1],):
+        raise ValueError(f"target must be a boolean mask over the {W_U.shape[1]} tokens, got {tuple(target.shape)}.")
+    top = (directions.float().to(W_U.device) @ W_U.float()).topk(k, dim=1).indices
+    return target[top].float().mean(dim=1).cpu()
 
 
 def max_cosine_recovery(sae: SparseAutoencoder, true_directions: torch.Tensor) -> torch.Tensor:
@@ -473,6 +563,98 @@ def feature_explorer_figure(entries: list[dict], title: str):
                         "args": [{"x": [xs_e], "y": [ys_e]}, {"title.text": heading(e)}]})
     fig.update_layout(title=heading(entries[0]), xaxis_title="feature activation",
                       yaxis={"autorange": "reversed", "automargin": True},
-                      updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.25, "xanchor": "right", "direction": "down"}],
-                      height=260 + 34 * max(len(e["contexts"]) for e in entries), margin={"t": 120})
+                      updatemenus=[{"buttons": buttons, "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
+                                    "direction": "down", "active": 0}],
+                      height=300 + 34 * max(len(e["contexts"]) for e in entries), margin={"t": 150})
     return fig
+
+
+# --------------------------------------------------------------------------
+# Exercise: predict what a stronger L1 penalty does
+# --------------------------------------------------------------------------
+def measure_l1_effect(activations: torch.Tensor, l1_low: float, l1_high: float, n_features: int,
+                      steps: int = 2000, batch: int = 256, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Train two SAEs that differ only in their L1 coefficient and return both sets of
+    :func:`sae_metrics` ({"low": {...}, "high": {...}})."""
+    if not 0 <= l1_low < l1_high:
+        raise ValueError(f"need 0 ≤ l1_low < l1_high, got {l1_low!r}, {l1_high!r}.")
+    out = {}
+    for key, lam in (("low", l1_low), ("high", l1_high)):
+        sae, _ = train_sae(activations, n_features=n_features, l1_coeff=lam, steps=steps, batch=batch, seed=seed)
+        out[key] = sae_metrics(sae, activations)
+    return out
+
+
+def l1_effect_directions(measured: dict[str, dict[str, float]]) -> tuple[str, str]:
+    """("lower" | "same" | "higher", "fewer" | "same" | "more"): how L0 and the number of dead
+    features moved from the low to the high L1 coefficient (changes under 5 % of the larger
+    value, or under one dead feature in a hundred, count as "same")."""
+    lo, hi = measured["low"], measured["high"]
+    l0 = "same" if abs(hi["l0"] - lo["l0"]) < 0.05 * max(hi["l0"], lo["l0"]) else ("higher" if hi["l0"] > lo["l0"] else "lower")
+    dead = hi["dead_fraction"] - lo["dead_fraction"]
+    return l0, ("same" if abs(dead) < 0.01 else ("more" if dead > 0 else "fewer"))
+
+
+def _l1_exercise_data() -> torch.Tensor:
+    # 20 sparse non-negative features stored in 6 dimensions: a small stand-in for the chapter's toy model
+    g = torch.Generator().manual_seed(11)
+    dirs = torch.randn(20, 6, generator=g)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    codes = torch.rand(3000, 20, generator=g) * (torch.rand(3000, 20, generator=g) < 0.05)
+    return codes[(codes > 0).any(dim=1)] @ dirs
+
+
+_L1_CACHE: dict[str, tuple[str, str]] = {}
+
+
+def solution_l1_prediction() -> tuple[str, str]:
+    """Reference: what a 10× larger L1 coefficient does to (L0, dead features), measured on a
+    small synthetic dataset (cached)."""
+    if "answer" not in _L1_CACHE:
+        measured = measure_l1_effect(_l1_exercise_data(), 3.0, 30.0, n_features=32, steps=500)
+        _L1_CACHE["answer"] = l1_effect_directions(measured)
+    return _L1_CACHE["answer"]
+
+
+def _compare_choice(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    words = {"l0": ("lower", "same", "higher"), "dead": ("fewer", "same", "more")}
+    if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(g, str) for g in got):
+        raise CheckFailed(f"{what}: answer with two words, (L0, dead features), e.g. (\"higher\", \"same\"); got {got!r}.")
+    a = tuple(g.strip().lower() for g in got)
+    if a[0] not in words["l0"] or a[1] not in words["dead"]:
+        raise CheckFailed(f"{what}: L0 is one of {words['l0']} and dead features one of {words['dead']}; got {got!r}.")
+    if a != tuple(want):
+        raise CheckFailed(f"{what}: the measurement says L0 {want[0]}, dead features {want[1]}; you predicted {a[0]}, {a[1]}.")
+
+
+def _exercise_l1():
+    from .exercises import Exercise, Mistake
+
+    return Exercise(
+        id="ch6.l1-prediction",
+        name="l1_prediction",
+        solution=solution_l1_prediction,
+        mistakes=[
+            Mistake(value=("higher", "fewer"), why="the L1 term is a cost on every active feature, not a reward: a "
+                    "larger coefficient makes the code sparser (lower L0), not denser."),
+            Mistake(value=("lower", "fewer"), why="fewer active features per input does not mean fewer dead ones: "
+                    "under a strong penalty some features are never worth switching on for any input, and "
+                    "resampling stops before the end of training, so they stay dead."),
+            Mistake(value=("lower", "same"), why="dead features are not fixed by resampling for good: resampling "
+                    "stops at three quarters of training, and a strong penalty kills features again after it."),
+            Mistake(value=("same", "same"), why="the unit-norm decoder stops the SAE from dodging the penalty by "
+                    "rescaling, so the coefficient does change the code: that is why the decoder is normalised."),
+        ],
+        hint="The SAE's loss is reconstruction + λ·Σ f_k. What is each active feature worth when λ grows?",
+        compare=_compare_choice,
+    )
+
+
+L1_PREDICTION = _exercise_l1()
+
+
+def check_l1_prediction(prediction) -> bool:
+    """Checker: the reader's prediction (L0, dead features) for a 10× larger L1 coefficient."""
+    return L1_PREDICTION.check_value(prediction)

@@ -23,7 +23,7 @@ import torch
 
 from .core import require_int
 
-from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .exercises import CheckFailed
 
 __all__ = [
     "random_unit_vectors",
@@ -50,7 +50,13 @@ __all__ = [
     "check_feature_dimensionality",
     "check_expected_interference",
     "check_antipodal_pairs",
+    "check_predicted_dimensionality",
+    "check_six_feature_prediction",
+    "triangle_plus_one",
+    "six_feature_geometry",
     "solution_feature_dimensionality",
+    "solution_predict_dimensionality",
+    "solution_six_features",
     "solution_expected_interference",
     "solution_antipodal_pairs",
 ]
@@ -355,29 +361,37 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
     names = [f"feature {i}" for i in range(n)]
     gram = [np.round((w.T @ w).numpy(), 3) for w in W]
     lim = float(W.norm(dim=1).max()) * 1.15
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("WᵀW (feature i · feature j)", "feature directions W_i in the hidden plane"),
-                        column_widths=[0.42, 0.58], horizontal_spacing=0.2)
-    fig.add_trace(go.Heatmap(z=gram[active], x=names, y=names, zmin=-1.5, zmax=1.5, colorscale="RdBu",
-                             reversescale=True, colorbar={"x": 0.37, "thickness": 12, "len": 0.8, "y": 0.6},
-                             hovertemplate="%{y} · %{x} = %{z:.3f}<extra></extra>"), row=1, col=1)
+    # Short subplot titles (they sit side by side even on a phone) and a horizontal colour bar
+    # under the heatmap, away from the right panel's axis.
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("WᵀW", "directions W_i"),
+                        column_widths=[0.45, 0.55], horizontal_spacing=0.14)
+    short = [str(i) for i in range(n)]
+    fig.add_trace(go.Heatmap(z=gram[active], x=short, y=short, zmin=-1.5, zmax=1.5, colorscale="RdBu",
+                             reversescale=True,
+                             colorbar={"orientation": "h", "x": 0.2, "xanchor": "center", "y": -0.22,
+                                       "yanchor": "top", "len": 0.38, "thickness": 10,
+                                       "title": {"text": "W_i · W_j", "side": "top"}},
+                             hovertemplate="feature %{y} · feature %{x} = %{z:.3f}<extra></extra>"), row=1, col=1)
     imp = None if importance is None else np.asarray(importance, dtype=float)
     for i in range(n):
         x, y = float(W[active, 0, i]), float(W[active, 1, i])
         lab = names[i] if imp is None else f"{names[i]} (importance {imp[i]:.2f})"
-        fig.add_trace(go.Scatter(x=[0, x], y=[0, y], mode="lines+markers", name=lab,
+        fig.add_trace(go.Scatter(x=[0, x], y=[0, y], mode="lines+markers+text", name=lab, text=["", str(i)],
+                                 textposition="top center", showlegend=False,
                                  line={"color": PALETTE[i % len(PALETTE)], "width": 3},
-                                 marker={"size": [0, 10]}, hovertemplate=f"{names[i]}: (%{{x:.2f}}, %{{y:.2f}})<extra></extra>"),
+                                 marker={"size": [0, 10]}, hovertemplate=f"{lab}: (%{{x:.2f}}, %{{y:.2f}})<extra></extra>"),
                       row=1, col=2)
     steps = []
     for k, lab in enumerate(labels):
         data = {"z": [gram[k].tolist()] + [None] * n,
-                "x": [names] + [[0, round(float(W[k, 0, i]), 4)] for i in range(n)],
-                "y": [names] + [[0, round(float(W[k, 1, i]), 4)] for i in range(n)]}
+                "x": [short] + [[0, round(float(W[k, 0, i]), 4)] for i in range(n)],
+                "y": [short] + [[0, round(float(W[k, 1, i]), 4)] for i in range(n)]}
         steps.append({"method": "restyle", "label": str(lab), "args": [data, list(range(n + 1))]})
-    fig.update_layout(title=title, height=560, sliders=[{"active": active, "steps": steps, "pad": {"t": 60},
-                                                          "currentvalue": {"prefix": "feature probability 1 − S = "}}],
-                      legend={"orientation": "v", "x": 1.02, "y": 1.0, "font": {"size": 11}}, margin={"r": 200})
-    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_layout(title=title, height=600, showlegend=False, margin={"r": 20, "b": 40},
+                      sliders=[{"active": active, "steps": steps, "pad": {"t": 110},
+                                "currentvalue": {"prefix": "feature probability 1 − S = "}}])
+    fig.update_xaxes(title_text="feature j", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", title_text="feature i", row=1, col=1)
     fig.update_xaxes(range=[-lim, lim], title_text="hidden dim 1", row=1, col=2)
     fig.update_yaxes(range=[-lim, lim], title_text="hidden dim 2", scaleanchor="x2", row=1, col=2)
     return fig
@@ -408,9 +422,11 @@ def dimensionality_figure(density, per_feature, overall, d_hidden: int, title: s
                              hovertemplate="1/(1−S) = %{x:.1f}<br>D_i = %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=np.round(inv, 3), y=np.round(overall, 4), mode="lines+markers",
                              name=f"dimensions per feature = {d_hidden}/‖W‖²", line={"color": PALETTE[3], "width": 3}))
-    for s in sticky:
+    # Labels of neighbouring lines alternate between the right and the left edge, so close
+    # fractions (2/5 and 3/8) never print over each other.
+    for k, s in enumerate(sorted(sticky, reverse=True)):
         fig.add_hline(y=s, line={"dash": "dot", "color": "#999", "width": 1},
-                      annotation_text=_fraction_label(s), annotation_position="right")
+                      annotation_text=_fraction_label(s), annotation_position="right" if k % 2 == 0 else "left")
     fig.update_layout(title=title, xaxis_title="1 / (1 − S)  (inverse feature probability, log scale)",
                       yaxis_title="dimensionality D_i (dimensions per feature)", xaxis_type="log", height=480,
                       legend={"orientation": "h", "y": -0.2})
@@ -464,14 +480,43 @@ def _dimensionality_cases():
             ((torch.randn(3, 6, generator=g, dtype=torch.float64),), {}), ((mixed,), {})]
 
 
+def _unnormalised_dimensionality(W):
+    W = torch.as_tensor(W, dtype=torch.float64)
+    return W.norm(dim=0) ** 2 / ((W.T @ W) ** 2).sum(dim=1).clamp_min(1e-12)
+
+
+def _exercise(**kwargs):
+    from .exercises import Exercise
+
+    return Exercise(**kwargs)
+
+
+def _mistake(*args, **kwargs):
+    from .exercises import Mistake
+
+    return Mistake(*args, **kwargs)
+
+
+FEATURE_DIMENSIONALITY = _exercise(
+    id="ch6.feature-dimensionality",
+    name="feature_dimensionality",
+    solution=solution_feature_dimensionality,
+    cases=_dimensionality_cases,
+    mistakes=[
+        _mistake(_unnormalised_dimensionality, "normalise W_i in the denominator: it is Σ_j (Ŵ_i · W_j)², the "
+                 "projections of every feature onto feature i's unit direction."),
+        _mistake(lambda W: torch.as_tensor(W, dtype=torch.float64).norm(dim=0) ** 2,
+                 "that is only the numerator ‖W_i‖²: divide by how much every feature projects onto W_i's direction."),
+    ],
+    hint="W is [d_hidden, n_features] and feature i is COLUMN i. Normalise W_i but not W_j in the "
+         "denominator, include j = i, and return 0 for a feature whose column is all zeros.",
+    atol=1e-6,
+)
+
+
 def check_feature_dimensionality(fn) -> bool:
     """Checker for the exercise "compute every feature's dimensionality"."""
-    return check_function(
-        fn, solution_feature_dimensionality, _dimensionality_cases(), "feature_dimensionality",
-        hint="W is [d_hidden, n_features] and feature i is COLUMN i. Normalise W_i but not W_j in the "
-             "denominator, include j = i, and return 0 for a feature whose column is all zeros.",
-        atol=1e-6,
-    )
+    return FEATURE_DIMENSIONALITY.check(fn)
 
 
 def solution_expected_interference(d: int) -> float:
@@ -480,13 +525,120 @@ def solution_expected_interference(d: int) -> float:
     return 1.0 / d
 
 
+EXPECTED_INTERFERENCE = _exercise(
+    id="ch6.expected-interference",
+    name="expected_interference",
+    solution=solution_expected_interference,
+    cases=[((d,), {}) for d in (1, 2, 3, 16, 256)],
+    mistakes=[
+        _mistake(lambda d: 1 / math.sqrt(d), "1/√d is the typical size of |cos| (the root of the mean square); "
+                 "the question asks for the mean of cos² itself. By symmetry E[u_1²] = 1/d."),
+        _mistake(lambda d: 0.0, "E[cos] is 0 (positive and negative overlaps cancel), but cos² is never negative: "
+                 "its mean is 1/d."),
+        _mistake(lambda d: 1 / d**2, "every coordinate of a unit vector has E[u_k²] = 1/d (the d of them sum to 1), "
+                 "so E[(u·e_1)²] = 1/d, not 1/d²."),
+    ],
+    hint="By symmetry E[u_1²] is the same for every coordinate of a unit vector u, and the d of them sum to 1.",
+    atol=1e-9,
+)
+
+
 def check_expected_interference(fn) -> bool:
     """Checker: the mean squared cosine of two random directions in d dimensions."""
-    return check_function(
-        fn, solution_expected_interference, [((d,), {}) for d in (1, 2, 3, 16, 256)], "expected_interference",
-        hint="By symmetry E[u_1²] is the same for every coordinate of a unit vector u, and the d of them sum to 1.",
-        atol=1e-9,
-    )
+    return EXPECTED_INTERFERENCE.check(fn)
+
+
+# --- predict, then measure: the dimensionality of a triangle plus an orthogonal feature -----------
+def triangle_plus_one() -> torch.Tensor:
+    """Four unit features in 3-D: three at 120° in the (x, y) plane and one along z, columns of [3, 4]."""
+    return torch.cat([torch.cat([regular_polygon(3), torch.zeros(1, 3, dtype=torch.float64)]),
+                      torch.tensor([[0.0], [0.0], [1.0]], dtype=torch.float64)], dim=1)
+
+
+def solution_predict_dimensionality() -> list[float]:
+    """Reference: D_i of :func:`triangle_plus_one`, measured with :func:`feature_dimensionality`."""
+    return [float(v) for v in feature_dimensionality(triangle_plus_one())]
+
+
+PREDICT_DIMENSIONALITY = _exercise(
+    id="ch6.predict-dimensionality",
+    name="predicted_D",
+    solution=solution_predict_dimensionality,
+    mistakes=[
+        _mistake(value=[0.75, 0.75, 0.75, 0.75], why="3 dimensions over 4 features is the average m/n, not each "
+                 "feature's share: the feature along z has a dimension to itself and the triangle splits a plane."),
+        _mistake(value=[1 / 3, 1 / 3, 1 / 3, 1.0], why="the triangle spans a plane, not a line: its three features "
+                 "share two dimensions, 2/3 each."),
+        _mistake(value=[1.0, 1.0, 1.0, 1.0], why="D_i is not the norm: all four have unit norm, but three of them "
+                 "overlap (cos 120° = −1/2) and share their plane."),
+        _mistake(value=[0.5, 0.5, 0.5, 1.0], why="an antipodal pair scores 1/2; three directions at 120° each see "
+                 "1 + 2·(1/2)² = 3/2 in the denominator, so they score 2/3."),
+    ],
+    hint="D_i = 1/Σ_j cos²θ_ij for unit vectors. Which features does the one along z overlap with?",
+    atol=0.02,
+)
+
+
+def check_predicted_dimensionality(predicted) -> bool:
+    """Checker: the reader's predicted D_i for the triangle plus an orthogonal feature (a list of 4)."""
+    return PREDICT_DIMENSIONALITY.check_value(predicted)
+
+
+# --- predict, then measure: how many of six features a 2-D toy model keeps -------------------------
+_HEXAGON_CACHE: dict[str, tuple[int, int]] = {}
+
+
+def six_feature_geometry(density: float = 0.05, seed: int = 0) -> tuple[int, int, torch.Tensor]:
+    """Train the 2-D toy model with six equally important features at feature probability
+    ``density``; return (features represented, antipodal pairs, W [2, 6])."""
+    res = train_toy_models(torch.full((1, 6), float(density)), torch.ones(6), 2,
+                           steps=1500, batch=256, restarts=4, seed=seed)
+    W = res.W[0]
+    return len(represented_features(W)), len(antipodal_pairs(W)), W
+
+
+def solution_six_features() -> tuple[int, int]:
+    """Reference: (represented, antipodal pairs) of :func:`six_feature_geometry` (cached)."""
+    if "answer" not in _HEXAGON_CACHE:
+        n_rep, n_pairs, _ = six_feature_geometry()
+        _HEXAGON_CACHE["answer"] = (n_rep, n_pairs)
+    return _HEXAGON_CACHE["answer"]
+
+
+def _compare_counts(got, want, what: str) -> None:
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise CheckFailed(f"{what}: answer with two whole numbers, (represented, antipodal pairs); got {got!r}.")
+    try:
+        a = tuple(int(g) for g in got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{what}: answer with two whole numbers, got {got!r}.") from None
+    if a != tuple(want):
+        raise CheckFailed(f"{what}: the trained model represents {want[0]} features in {want[1]} antipodal pairs; "
+                          f"you predicted {a[0]} and {a[1]}.")
+
+
+SIX_FEATURES = _exercise(
+    id="ch6.six-features",
+    name="six_feature_prediction",
+    solution=solution_six_features,
+    mistakes=[
+        _mistake(value=(2, 0), why="one feature per dimension is the dense answer; at 1 − S = 0.05 collisions are "
+                 "rare, so the model superposes features rather than drop them."),
+        _mistake(value=(5, 0), why="the pentagon was the answer for five features, not a limit: with six equally "
+                 "important features a hexagon fits, and nothing forces one feature out."),
+        _mistake(value=(6, 0), why="a regular hexagon's opposite vertices point in opposite directions: six features "
+                 "at 60° steps are three antipodal pairs."),
+        _mistake(value=(4, 2), why="two antipodal pairs at right angles is the intermediate regime; this sparse, with "
+                 "equal importances, the model keeps all six."),
+    ],
+    hint="Section 2's sparse models made a regular polygon of all their features. What is special about an even one?",
+    compare=_compare_counts,
+)
+
+
+def check_six_feature_prediction(prediction) -> bool:
+    """Checker: the reader's (represented, antipodal pairs) for six equal features in 2-D at 1 − S = 0.05."""
+    return SIX_FEATURES.check_value(prediction)
 
 
 def solution_antipodal_pairs(W: torch.Tensor, threshold: float = 0.5) -> list[tuple[int, int]]:
@@ -502,24 +654,47 @@ def _antipodal_cases():
     return [a, b, c, d]
 
 
+def _compare_pairs(got, want, what: str) -> None:
+    try:
+        got_set = sorted(tuple(sorted((int(i), int(j)))) for i, j in got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{what}: return a list of (i, j) pairs of ints, got {got!r}.") from None
+    if got_set != sorted(want):
+        hint = ""
+        if len(got_set) > len(want):
+            hint = (" Did you count a feature that is not represented (norm ≤ 0.5), or compare raw dot "
+                    "products instead of cosines?")
+        elif len(got_set) < len(want):
+            hint = " Did you compare cosines (normalise both columns) against −0.95?"
+        raise CheckFailed(f"{what}: expected {sorted(want)}, got {got_set}.{hint}")
+
+
+def _pairs_ignoring_norm(W):
+    unit = W / W.norm(dim=0).clamp_min(1e-12)
+    n = W.shape[1]
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if float(unit[:, i] @ unit[:, j]) < -0.95]
+
+
+def _pairs_by_raw_dot(W):
+    n = W.shape[1]
+    return [(i, j) for i in range(n) for j in range(i + 1, n) if float(W[:, i] @ W[:, j]) < -0.95]
+
+
+ANTIPODAL_PAIRS = _exercise(
+    id="ch6.antipodal-pairs",
+    name="antipodal_pairs",
+    solution=solution_antipodal_pairs,
+    cases=[((W,), {}) for W in _antipodal_cases()],
+    mistakes=[
+        _mistake(_pairs_ignoring_norm, "a feature whose column has norm ≤ 0.5 is not represented; a short vector "
+                 "pointing the other way is not a partner in a pair."),
+        _mistake(_pairs_by_raw_dot, "compare cosines, not raw dot products: normalise both columns before testing "
+                 "against −0.95."),
+    ],
+    compare=_compare_pairs,
+)
+
+
 def check_antipodal_pairs(fn) -> bool:
     """Checker for the exercise "find the antipodal pairs in a trained toy model"."""
-    for k, W in enumerate(_antipodal_cases()):
-        got = attempt(fn, "antipodal_pairs", W.clone())
-        if got is NOT_ATTEMPTED:
-            return False
-        want = solution_antipodal_pairs(W)
-        try:
-            got_set = sorted(tuple(sorted((int(i), int(j)))) for i, j in got)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"antipodal_pairs: return a list of (i, j) pairs of ints, got {got!r}.") from None
-        if got_set != want:
-            hint = ""
-            if len(got_set) > len(want):
-                hint = (" Did you count a feature that is not represented (norm ≤ 0.5), or compare raw dot "
-                        "products instead of cosines?")
-            elif len(got_set) < len(want):
-                hint = " Did you compare cosines (normalise both columns) against −0.95?"
-            raise CheckFailed(f"antipodal_pairs on test matrix {k} (W = {np.round(W.numpy(), 2).tolist()}): "
-                              f"expected {want}, got {got_set}.{hint}")
-    return passed("antipodal_pairs")
+    return ANTIPODAL_PAIRS.check(fn)

@@ -140,3 +140,61 @@ def test_label_tokens_on_the_bundled_tokenizer():
     assert labels[words.index(" Paris")] == "city"
     assert labels[words.index(" is")] == " is"
     assert "landmark" in labels
+
+
+def test_loss_recovered_reports_mean_ablation_and_added_loss():
+    model = _bundled_model()
+    d = model.cfg.d_model
+    tokens = model.to_tokens(["The Eiffel Tower is located in Paris.", "The capital of France is Paris."] * 2)[:, :8]
+    acts = S.collect_activations(model, tokens, "blocks.0.hook_mlp_out")
+    res = S.loss_recovered(model, tokens, "blocks.0.hook_mlp_out", _identity_sae(d), mean_activation=acts.mean(0))
+    assert res["added_loss"] == pytest.approx(0.0, abs=1e-4)
+    assert res["loss_recovered_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert res["mean_ablated"] != pytest.approx(res["zero_ablated"], abs=1e-3)  # a different reference
+    with pytest.raises(ValueError, match="mean_activation"):
+        S.loss_recovered(model, tokens, "blocks.0.hook_mlp_out", _identity_sae(d), mean_activation=torch.zeros(3))
+    # replacement_loss with the identity is the clean loss; with zeros it is the zero-ablated loss
+    assert S.replacement_loss(model, tokens, "blocks.0.hook_mlp_out", lambda x: x) == pytest.approx(res["clean"], abs=1e-4)
+    assert S.replacement_loss(model, tokens, "blocks.0.hook_mlp_out", torch.zeros_like) == pytest.approx(
+        res["zero_ablated"], abs=1e-4)
+    with pytest.raises(ValueError, match="replace returned shape"):
+        S.replacement_loss(model, tokens, "blocks.0.hook_mlp_out", lambda x: x[..., :3])
+
+
+def test_token_variance_explained():
+    tok = torch.tensor([0, 1, 0, 1, 2, 2])
+    table = torch.randn(3, 4)
+    assert S.token_variance_explained(table[tok], tok) == pytest.approx(1.0)  # a pure lookup table
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(6000, 4, generator=g)
+    ids = torch.randint(0, 3, (6000,), generator=g)
+    assert S.token_variance_explained(noise, ids) < 0.01  # unrelated to the token
+    with pytest.raises(ValueError, match="entries"):
+        S.token_variance_explained(noise, ids[:10])
+
+
+def test_promoted_share():
+    W_U = torch.eye(4)
+    target = torch.tensor([True, False, False, True])
+    dirs = torch.tensor([[1.0, 0.0, 0.0, 0.9], [0.0, 1.0, 0.9, 0.0]])
+    assert S.promoted_share(dirs, W_U, target, k=2).tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="boolean mask"):
+        S.promoted_share(dirs, W_U, target[:3], k=2)
+
+
+def test_l1_prediction_exercise():
+    measured = {"low": {"l0": 3.0, "dead_fraction": 0.0}, "high": {"l0": 0.2, "dead_fraction": 0.3}}
+    assert S.l1_effect_directions(measured) == ("lower", "more")
+    same = {"low": {"l0": 3.0, "dead_fraction": 0.1}, "high": {"l0": 3.05, "dead_fraction": 0.1}}
+    assert S.l1_effect_directions(same) == ("same", "same")
+    assert S.solution_l1_prediction() == ("lower", "more")
+    assert S.check_l1_prediction(("Lower", "more"))
+    from helpers.exercises import CheckFailed
+
+    with pytest.raises(CheckFailed, match="not a reward"):
+        S.check_l1_prediction(("higher", "fewer"))
+    with pytest.raises(CheckFailed, match="two words"):
+        S.check_l1_prediction("lower")
+    with pytest.raises(CheckFailed, match="one of"):
+        S.check_l1_prediction(("down", "more"))
+    assert S.check_l1_prediction(...) is False

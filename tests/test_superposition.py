@@ -161,7 +161,7 @@ def test_check_feature_dimensionality():
         W = torch.as_tensor(W, dtype=torch.float64)
         return W.norm(dim=0) ** 2 / ((W.T @ W) ** 2).sum(dim=1)
 
-    with pytest.raises(CheckFailed, match="Normalise"):
+    with pytest.raises(CheckFailed, match="normalise W_i in the denominator"):
         sp.check_feature_dimensionality(unnormalised)
 
     def rows_not_columns(W):
@@ -196,3 +196,52 @@ def test_check_antipodal_pairs():
 
     with pytest.raises(CheckFailed):
         sp.check_antipodal_pairs(raw_dot)
+
+
+def test_check_expected_interference_names_each_misconception():
+    with pytest.raises(CheckFailed, match="typical size"):
+        sp.check_expected_interference(lambda d: 1 / math.sqrt(d))
+    with pytest.raises(CheckFailed, match="E\\[cos\\] is 0"):
+        sp.check_expected_interference(lambda d: 0.0)
+    with pytest.raises(CheckFailed, match="expected 0.5"):  # an unlisted wrong answer: the first wrong entry
+        sp.check_expected_interference(lambda d: 1.0)
+
+
+def test_triangle_plus_one_and_its_prediction_exercise():
+    W = sp.triangle_plus_one()
+    assert W.shape == (3, 4)
+    assert torch.allclose(W.norm(dim=0), torch.ones(4, dtype=torch.float64))
+    assert sp.solution_predict_dimensionality() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 1.0])
+    assert sp.check_predicted_dimensionality([0.67, 0.66, 0.67, 1.0])
+    with pytest.raises(CheckFailed, match="average m/n"):
+        sp.check_predicted_dimensionality([0.75] * 4)
+    with pytest.raises(CheckFailed, match="spans a plane"):
+        sp.check_predicted_dimensionality([1 / 3, 1 / 3, 1 / 3, 1.0])
+    with pytest.raises(CheckFailed):  # unlisted wrong answer
+        sp.check_predicted_dimensionality([0.6, 0.6, 0.6, 0.9])
+    assert sp.check_predicted_dimensionality(...) is False
+
+
+def test_six_feature_exercise_measures_a_hexagon():
+    n_rep, n_pairs, W = sp.six_feature_geometry()
+    assert (n_rep, n_pairs) == sp.solution_six_features() == (6, 3)
+    gaps = sp.feature_angles(W)[:, 1]
+    assert float((gaps - 60).abs().max()) < 6  # a regular hexagon, so opposite vertices are antipodal
+    assert sp.check_six_feature_prediction((6, 3))
+    with pytest.raises(CheckFailed, match="opposite vertices"):
+        sp.check_six_feature_prediction((6, 0))
+    with pytest.raises(CheckFailed, match="two whole numbers"):
+        sp.check_six_feature_prediction("six")
+    with pytest.raises(CheckFailed, match="represents 6 features in 3"):
+        sp.check_six_feature_prediction((3, 1))
+
+
+def test_figures_fixes_keep_labels_apart():
+    W = torch.stack([sp.regular_polygon(5).float()])
+    fig = sp.toy_geometry_slider(W, ["a"], "t")
+    cb = fig.data[0].colorbar
+    assert cb.orientation == "h" and cb.y < 0  # under the heatmap, off the right panel's axis
+    assert all(len(a.text) <= 15 for a in fig.layout.annotations)  # short subplot titles
+    fig = sp.dimensionality_figure([1.0, 0.1], [[1, 0.5], [0.5, 0.5]], [1.0, 0.5], 2, "t")
+    pos = {a.text: a.xanchor for a in fig.layout.annotations}
+    assert pos["2/5"] != pos["3/8"] and pos["3/8"] != pos["1/3"]
