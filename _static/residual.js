@@ -13,7 +13,7 @@
 // unwrapped title and the minimum width in layout.meta.
 (function () {
   "use strict";
-  var MODEBAR_BAND = 30, NARROW = 560;
+  var MODEBAR_BAND = 40, NARROW = 560;
   var FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif";
 
   // ------------------------------------------------------------ 1. sidebar

@@ -49,7 +49,7 @@ _BOOK_CONFIG = {
 #: width a reader's screen actually has).
 MIN_FONT_PX = 10  # no text in a figure below this (the page check fails under 9 px)
 TITLE_FONT_PX = 16
-MODEBAR_BAND_PX = 30  # the toolbar's own row above the title
+MODEBAR_BAND_PX = 40  # the toolbar's own row above the title
 NOMINAL_WIDTH_PX = 676  # a figure's width in the book's text column at 1280 px
 MENU_BAND_PX = 40  # a row of buttons or a dropdown between the title and the plot
 

@@ -78,7 +78,12 @@ function quadsOverlap(p, q) {
 function inside(a, outer) {
   return a.x0 >= outer.x0 - TOL && a.y0 >= outer.y0 - TOL && a.x1 <= outer.x1 + TOL && a.y1 <= outer.y1 + TOL;
 }
+const _ctx = document.createElement('canvas').getContext('2d');
 function rgb(c) {
+  if (!c) return null;
+  _ctx.fillStyle = '#010203'; _ctx.fillStyle = c;  // the browser normalises any CSS colour
+  if (_ctx.fillStyle === '#010203' && !/^#010203$/i.test(c)) return null;
+  c = _ctx.fillStyle;
   const m = (c || '').match(/rgba?\(([^)]+)\)/);
   if (m) { const p = m[1].split(',').map(parseFloat); return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; }
   const h = (c || '').match(/^#([0-9a-f]{6}|[0-9a-f]{3})$/i);
@@ -276,8 +281,9 @@ return {open: open, link: link};
 _SETTLED_JS = """
 const done = arguments[arguments.length - 1];
 const start = Date.now();
+const managed = !!document.querySelector('script[src*="residual.js"]');
 (async function loop() {
-  while (Date.now() - start < 4000) {
+  while (managed && Date.now() - start < 4000) {
     const s = document.documentElement.dataset.rsSettled;
     if (s !== undefined && s === (document.documentElement.dataset.theme || 'light')) break;
     await new Promise(res => setTimeout(res, 100));
@@ -488,6 +494,9 @@ def check_site(html_root: str | Path, pages: list[str] | None = None, screenshot
     reports = []
     try:
         driver.set_script_timeout(30)
+        # every page is weighed as a first visit: nothing comes from the browser's cache
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
         for page in pages:
             driver.get_log("performance")  # drop earlier entries
             driver.get_log("browser")
