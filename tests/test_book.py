@@ -62,10 +62,10 @@ def test_pages_in_headless_chromium(built_book, capsys):
     probes = {"chapters/01_residual_stream.html": EXPLORER_PROBE}
     reports = pagecheck.check_site(built_book, screenshot_dir=shots, probes=probes)
     table = pagecheck.format_reports(reports)
-    (ROOT / "_build" / "pagecheck.txt").write_text(table + "\n")
+    problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
+    (ROOT / "_build" / "pagecheck.txt").write_text(table + "\n\n" + "\n".join(problems) + "\n")
     with capsys.disabled():
         print("\n" + table)
-    problems = [f"{r.page}: {p}" for r in reports for p in r.problems]
     assert not problems, "\n".join(problems)
     checked = {r.page for r in reports}
     assert set(BACK_MATTER) <= checked, f"the page check missed {sorted(set(BACK_MATTER) - checked)}"
@@ -78,6 +78,18 @@ def test_pages_in_headless_chromium(built_book, capsys):
     assert explorer is not None, "the decomposition explorer is missing"
     assert "h0 = embed + pos, position 1" in explorer["title"], explorer
     assert explorer["traces_split"] == 3, explorer  # heatmap + the two sources of h0
+
+
+def test_pages_load_only_what_they_use(built_book):
+    """plotly.js only where a figure is; the theme's icon script cut down to the icons in use."""
+    for page in built_book.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        if "_static" in page.parts:
+            continue
+        has_figure = 'class="rs-figure"' in html
+        assert ("plotly.min.js" in html) == has_figure, f"{page.name}: plotly.js loaded {'without' if not has_figure else 'but missing, with'} a figure"
+    icons = built_book / "_static" / "scripts" / "fontawesome.js"
+    assert icons.stat().st_size < 200_000, f"fontawesome.js is {icons.stat().st_size} bytes: the icon subset was not made"
 
 
 # --------------------------------------------------------------------------- claims, bibliography, glossary
