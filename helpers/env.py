@@ -19,7 +19,14 @@ __all__ = [
     "in_book_build",
     "hub_reachable",
     "offline_mode",
+    "needs_custom_widget_manager",
+    "enable_colab_widgets",
 ]
+
+#: Widget model modules that Colab renders without its custom widget manager
+#: (ipywidgets 7's own controls and output widget).
+_COLAB_BUILTIN_WIDGET_MODULES = ("@jupyter-widgets/base", "@jupyter-widgets/controls", "@jupyter-widgets/output")
+_colab_widgets_enabled = False
 
 BOOK_BUILD_ENV = "RS_BOOK_BUILD"
 
@@ -107,3 +114,52 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     thread.start()
     thread.join(timeout + 1.0)
     return result["ok"]
+
+
+def needs_custom_widget_manager(widget=None) -> bool:
+    """Whether Colab needs its custom widget manager to draw ``widget``.
+
+    Colab draws ipywidgets 7's own controls by itself. It needs the custom
+    widget manager for everything else: any widget when ipywidgets 8 is
+    installed, and third-party widgets (plotly's ``FigureWidget``, anywidget
+    widgets) with ipywidgets 7. ``widget`` is inspected with its children;
+    without one, only the ipywidgets version decides.
+    """
+    import ipywidgets
+
+    if int(ipywidgets.__version__.split(".")[0]) >= 8:
+        return True
+    if widget is None:
+        return False
+    seen, stack = set(), [widget]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        module = getattr(w, "_model_module", None)
+        if module is not None and module not in _COLAB_BUILTIN_WIDGET_MODULES:
+            return True
+        stack.extend(getattr(w, "children", ()) or ())
+    return False
+
+
+def enable_colab_widgets(widget=None) -> bool:
+    """In Colab, switch on its custom widget manager when ``widget`` needs it (once per session).
+
+    Call it just before displaying a widget (``helpers.show_widget`` does).
+    Outside Colab, or when Colab draws the widget by itself, it does nothing.
+    Returns True when the custom widget manager is on after the call.
+    """
+    global _colab_widgets_enabled
+    if _colab_widgets_enabled:
+        return True
+    if not in_colab() or not needs_custom_widget_manager(widget):
+        return False
+    try:
+        from google.colab import output
+    except ImportError:  # COLAB_RELEASE_TAG set, but not a Colab kernel
+        return False
+    output.enable_custom_widget_manager()
+    _colab_widgets_enabled = True
+    return True
