@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .exercises import CheckFailed, Exercise, Mistake, compare
 from .plotting import PALETTE
 
 __all__ = [
@@ -30,6 +30,10 @@ __all__ = [
     "stream_cache",
     "stream_norms",
     "ffn_grad_norms",
+    "write_norms",
+    "ln_input_norms",
+    "mlp_write",
+    "post_ln_identity_theory",
     "stream_jacobian",
     "xiong_bounds",
     "CharData",
@@ -39,7 +43,9 @@ __all__ = [
     "depth_slider_figure",
     "loss_curves_figure",
     "deepnorm_block_update",
-    "check_deepnorm_block_update",
+    "check_post_ln_input",
+    "check_band_std",
+    "check_deepnorm_identity",
     "check_xiong_bounds",
     "loglog_slope",
     "check_loglog_slope",
@@ -69,6 +75,7 @@ class NormConfig:
     d_vocab: int = 80
     act: str = "relu"  # "relu" or "gelu"
     init_std: float | None = None  # None: Xavier-Gaussian; a number: N(0, init_std²) for every matrix
+    scale_resid: bool = False  # GPT-2: the matrices that write to the stream (W_O, W_out) × 1/√(2·n_layers)
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -81,6 +88,8 @@ class NormConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if self.init_std is not None and not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
             raise ValueError(f"init_std must be None (Xavier) or a positive number, got {self.init_std!r}.")
+        if not isinstance(self.scale_resid, bool):
+            raise TypeError(f"scale_resid must be True or False, got {self.scale_resid!r}.")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
 
@@ -185,6 +194,8 @@ class NormGPT(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(2))
             else:  # Xavier-Gaussian (nn.Linear stores (out, in)), or a fixed std as in GPT-2
                 std = self.cfg.init_std or math.sqrt(2.0 / (p.shape[0] + p.shape[1]))
+                if self.cfg.scale_resid and name.endswith(("attn.W_O.weight", "mlp.W_out.weight")):
+                    std /= math.sqrt(2 * self.cfg.n_layers)  # N = 2L residual layers (Radford et al., 2019)
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
     def forward_stream(self, x):  # (B, T, d) -> (B, T, d)
@@ -245,6 +256,90 @@ def stream_norms(model: NormGPT, x) -> np.ndarray:
     L = model.cfg.n_layers
     states = [cache["blocks.0.hook_resid_pre"]] + [cache[f"blocks.{l}.hook_resid_post"] for l in range(L)]
     return np.array([float(h.pow(2).sum(-1).mean()) for h in states])
+
+
+def write_norms(model: NormGPT, x) -> np.ndarray:
+    """Pre-LN only: mean squared norm of each sub-layer's write, divided by d, shape (L, 2).
+
+    Column 0 is attention's write a_l = h_mid − h_pre, column 1 the MLP's
+    m_l = h_post − h_mid (what block l adds to the stream).
+    """
+    _check_model(model)
+    if model.cfg.norm != "pre":
+        raise ValueError("write_norms reads the writes off the stream, which only a pre-LN model keeps.")
+    cache, d = stream_cache(model, x), model.cfg.d_model
+    out = []
+    for l in range(model.cfg.n_layers):
+        pre, mid, post = (cache[f"blocks.{l}.hook_resid_{k}"] for k in ("pre", "mid", "post"))
+        out.append([float((mid - pre).pow(2).sum(-1).mean()) / d, float((post - mid).pow(2).sum(-1).mean()) / d])
+    return np.array(out)
+
+
+def ln_input_norms(model: NormGPT, x) -> np.ndarray:
+    """Mean squared norm, divided by d, of what each block's two LayerNorms receive, shape (L, 2).
+
+    Column 0 is ``ln1``'s input, column 1 ``ln2``'s. In post-LN, ``ln2`` reads
+    x + MLP(x) with x a LayerNorm output: Xiong et al.'s x^{post,5}. In pre-LN
+    the LayerNorms read the stream itself (h_{l-1} and h_mid).
+    """
+    _check_model(model)
+    _check_input(model, x)
+    seen, handles = {}, []
+    for l, blk in enumerate(model.blocks):
+        for j, ln in enumerate((blk.ln1, blk.ln2)):
+            handles.append(ln.register_forward_pre_hook(
+                lambda m, inp, key=(l, j): seen.__setitem__(key, float(inp[0].detach().pow(2).sum(-1).mean()))))
+    try:
+        with torch.no_grad():
+            model(x) if not x.is_floating_point() else model.forward_stream(x)
+    finally:
+        for h in handles:
+            h.remove()
+    d = model.cfg.d_model
+    return np.array([[seen[(l, j)] / d for j in range(2)] for l in range(model.cfg.n_layers)])
+
+
+def mlp_write(d: int, d_mlp: int, act: str = "relu") -> float:
+    """E‖MLP(x)‖²/d at initialisation: Xavier-Gaussian weights, no biases, input with ‖x‖² = d.
+
+    Entries of x W_in are N(0, d·v) with v = 2/(d + d_mlp); the activation keeps
+    E[φ(z)²] of each (ReLU: half the variance, d·v/2; GELU: by Gauss–Hermite
+    quadrature); W_out multiplies the squared norm by d·v. So the write is
+    d_mlp·v·E[φ(z)²] (in units of d). ReLU with d_mlp = d gives 1/2: the d/2 of
+    Xiong et al.'s Lemma 1.
+    """
+    for name, v in (("d", d), ("d_mlp", d_mlp)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}.")
+    if act not in ("relu", "gelu"):
+        raise ValueError(f"act must be 'relu' or 'gelu', got {act!r}.")
+    v = 2.0 / (d + d_mlp)
+    var = d * v  # variance of each pre-activation
+    if act == "relu":
+        second = var / 2
+    else:  # E[gelu(z)²], z ~ N(0, var); gelu(z) = z·Φ(z) (exact erf form, as torch's default)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(80)  # ∫ f(t) e^{-t²/2} dt
+        z = nodes * math.sqrt(var)
+        phi = 0.5 * (1 + np.array([math.erf(t / math.sqrt(2)) for t in z]))
+        second = float(np.sum(weights * (z * phi) ** 2) / math.sqrt(2 * math.pi))
+    return float(d_mlp * v * second)
+
+
+def post_ln_identity_theory(n_layers: int, alpha: float = 1.0) -> float:
+    """Leading-order tr(J)/d of a one-token post-LN (or DeepNorm) stack of Xiong's setting at initialisation.
+
+    One token: attention is linear (x W_V W_O, squared norm preserved in
+    expectation), so LN1 reads α·x + a with E‖·‖² = (α² + 1)·d; the ReLU MLP
+    writes d/2, so LN2 reads (α² + 1/2)·d. Each sum's Jacobian is αI plus a
+    mean-zero term; each LayerNorm divides by its σ. Per block:
+    α²/√((α² + 1)(α² + 1/2)), which is 1/√3 for post-LN (α = 1). Corrections are O(1/d).
+    """
+    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < 0:
+        raise ValueError(f"n_layers must be an int >= 0, got {n_layers!r}.")
+    if not (isinstance(alpha, (int, float)) and alpha > 0):
+        raise ValueError(f"alpha must be a positive number, got {alpha!r}.")
+    a2 = float(alpha) ** 2
+    return float((a2 / math.sqrt((a2 + 1) * (a2 + 0.5))) ** n_layers)
 
 
 def ffn_grad_norms(model: NormGPT, tokens, which: str = "W_out") -> np.ndarray:
@@ -382,16 +477,17 @@ def depth_profiles(depths, d_model: int = 64, n_seeds: int = 3, tokens=None, bat
     """For each depth L: mean E‖h_l‖²/d (l = 0..L) and ‖∂loss/∂W_out‖ per layer, pre-LN and post-LN.
 
     Norms use i.i.d. N(0, I_d) stream inputs; gradients use next-token loss on
-    ``tokens`` (B, T). Both are averaged over ``n_seeds`` initialisations.
+    ``tokens`` (B, T). Both are averaged over ``n_seeds`` initialisations;
+    ``grad_seeds`` keeps each seed's gradients, for the spread.
     """
     depths = [int(L) for L in depths]
     if not depths or min(depths) < 1:
         raise ValueError("depths must be a non-empty list of positive ints.")
     if tokens is None:
         raise ValueError("depth_profiles needs tokens (batch, pos) for the gradient profile.")
-    out = {"depths": depths, "norm": {}, "grad": {}}
+    out = {"depths": depths, "norm": {}, "grad": {}, "grad_seeds": {}}
     for norm in NORMS:
-        out["norm"][norm], out["grad"][norm] = [], []
+        out["norm"][norm], out["grad"][norm], out["grad_seeds"][norm] = [], [], []
         for L in depths:
             n_acc, g_acc = [], []
             for s in range(n_seeds):
@@ -403,6 +499,7 @@ def depth_profiles(depths, d_model: int = 64, n_seeds: int = 3, tokens=None, bat
                 g_acc.append(ffn_grad_norms(model, tokens))
             out["norm"][norm].append(np.mean(n_acc, axis=0))
             out["grad"][norm].append(np.mean(g_acc, axis=0))
+            out["grad_seeds"][norm].append(np.array(g_acc))  # (n_seeds, L)
     return out
 
 
@@ -415,9 +512,7 @@ def depth_slider_figure(profiles: dict, active: int | None = None):
         raise ValueError("profiles must be the dict returned by depth_profiles.")
     depths = profiles["depths"]
     active = len(depths) - 1 if active is None else active
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "Forward: the pre-LN stream grows, post-LN stays at d",
-        "Backward: post-LN gradients grow toward the output"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16)  # the axis titles name the panels
 
     def traces(i):
         L = depths[i]
@@ -434,8 +529,8 @@ def depth_slider_figure(profiles: dict, active: int | None = None):
     styles = [
         dict(name="pre-LN", line=dict(color=PALETTE[0]), mode="lines+markers", col=1),
         dict(name="post-LN", line=dict(color=PALETTE[3]), mode="lines+markers", col=1),
-        dict(name="Xiong lower bound", line=dict(color="#777", dash="dot"), mode="lines", col=1),
-        dict(name="Xiong upper bound", line=dict(color="#777", dash="dash"), mode="lines", col=1),
+        dict(name="band: lower", line=dict(color="#777", dash="dot"), mode="lines", col=1),
+        dict(name="band: upper", line=dict(color="#777", dash="dash"), mode="lines", col=1),
         dict(name="pre-LN", line=dict(color=PALETTE[0]), mode="lines+markers", col=2, showlegend=False),
         dict(name="post-LN", line=dict(color=PALETTE[3]), mode="lines+markers", col=2, showlegend=False),
     ]
@@ -450,12 +545,14 @@ def depth_slider_figure(profiles: dict, active: int | None = None):
                       "args": [{"x": [t[0] for t in tr], "y": [t[1] for t in tr]}]})
     fig.update_xaxes(title_text="layer l (0 = input)", row=1, col=1)
     fig.update_xaxes(title_text="layer l", row=1, col=2)
-    fig.update_yaxes(title_text="E‖h_l‖² / d", range=[0, ymax], row=1, col=1)
-    fig.update_yaxes(title_text="‖∂loss/∂W_out‖ (Frobenius)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="forward: E‖h_l‖² / d", range=[0, ymax], row=1, col=1)
+    fig.update_yaxes(title_text="backward: ‖∂loss/∂W_out‖", type="log", row=1, col=2)
     fig.update_layout(
-        title="Stream norm and FFN gradient at initialisation, by layer (slide to change depth)",
-        sliders=[{"active": active, "currentvalue": {"prefix": "depth L = "}, "steps": steps, "pad": {"t": 50}}],
-        height=500, margin={"b": 120}, legend={"orientation": "h", "y": -0.45},
+        title={"text": "Pre-LN's stream grows; post-LN's gradient peaks at the end", "y": 0.97, "yanchor": "top"},
+        sliders=[{"active": active, "currentvalue": {"prefix": "depth L = "}, "steps": steps,
+                  "y": -0.18, "yanchor": "top", "pad": {"t": 10}}],
+        height=560, margin={"t": 120, "b": 150},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
     )
     return fig
 
@@ -480,8 +577,9 @@ def loss_curves_figure(curves: dict, smooth: int = 5, title: str = ""):
                                  fillcolor=color, opacity=0.18, line=dict(width=0), hoverinfo="skip",
                                  showlegend=False, legendgroup=name))
         fig.add_trace(go.Scatter(x=x, y=r(sm.mean(0)), name=name, line=dict(color=color), legendgroup=name))
-    fig.update_layout(title=title, xaxis_title="training step", yaxis_title="training loss (nats/char)",
-                      height=450)
+    fig.update_layout(title={"text": title, "y": 0.97, "yanchor": "top"}, xaxis_title="training step",
+                      yaxis_title="training loss (nats/char)", height=470, margin={"t": 90},
+                      legend={"orientation": "h", "x": 0, "y": -0.2, "yanchor": "top"})
     return fig
 
 
@@ -494,83 +592,170 @@ def deepnorm_block_update(x, attn, mlp, ln1, ln2, alpha: float):
     return ln2(alpha * x + mlp(x))
 
 
-def check_deepnorm_block_update(fn) -> bool:
-    """Checker for the exercise 'implement one DeepNorm block update'."""
-    torch.manual_seed(0)
-    block = Block(NormConfig(norm="post", d_model=16, n_heads=2, d_mlp=32))
-    block.ln1.w.data.uniform_(0.5, 1.5)  # non-trivial gains, so the LayerNorms must really be used
-    block.ln2.b.data.normal_(0, 0.3)
-    parts = (block.attn, block.mlp, block.ln1, block.ln2)
-    cases = [((torch.randn(2, 5, 16) * s, *parts), {"alpha": a}) for s, a in ((1.0, 2.0), (3.0, 1.5), (1.0, 1.0))]
-    x, a, m, l1, l2 = cases[0][0]
-    al = cases[0][1]["alpha"]
-    wrong = {
-        "you multiplied the sub-layer's output by alpha instead of the stream: DeepNorm up-weights the "
-        "residual x, so the LayerNorm sees alpha·x + F(x)": lambda: l2(l1(x + al * a(x)) + al * m(l1(x + al * a(x)))),
-        "you wrote a pre-LN block; DeepNorm keeps post-LN's order (add, then normalise)":
-            lambda: (lambda y: al * y + m(l2(y)))(al * x + a(l1(x))),
-        "the MLP must read the stream after the first LayerNorm, and the second sum must be "
-        "up-weighted too: x = ln1(alpha·x + attn(x)); out = ln2(alpha·x + mlp(x))":
-            lambda: l2(al * l1(al * x + a(x)) + m(x)),
-    }
-    with torch.no_grad():
-        try:
-            return check_function(fn, deepnorm_block_update, cases, "deepnorm_block_update",
-                                  hint="DeepNorm is post-LN with the residual scaled: x ← LN(alpha·x + F(x)), "
-                                       "once for attention (ln1) and once for the MLP (ln2).")
-        except CheckFailed:
-            got = fn(*cases[0][0], **cases[0][1])
-            if isinstance(got, torch.Tensor) and got.shape == x.shape:
-                for msg, make in wrong.items():
-                    if torch.allclose(got, make(), atol=1e-5):
-                        raise CheckFailed(f"deepnorm_block_update: {msg}.") from None
-            raise
-
-
 def loglog_slope(depths, values) -> float:
     """Reference: least-squares slope p of log(values) against log(depths), i.e. values ∝ depths^p."""
     return float(np.polyfit(np.log(np.asarray(depths, float)), np.log(np.asarray(values, float)), 1)[0])
 
 
-def check_loglog_slope(fn) -> bool:
-    """Checker for the exercise 'measure how the last layer's gradient scales with depth'."""
-    Ls = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
-    cases = [((Ls, 3.0 * Ls ** -0.5), {}), ((Ls, 0.7 * np.ones(5)), {}),
-             ((Ls[:4], np.array([1.0, 0.8, 0.55, 0.41])), {}), ((np.array([1.0, 10.0]), np.array([2.0, 200.0])), {})]
-    got = attempt(fn, "loglog_slope", Ls, 3.0 * Ls ** -0.5)
-    if got is NOT_ATTEMPTED:
-        return False
-    raw = float(np.polyfit(Ls, 3.0 * Ls ** -0.5, 1)[0])  # the slope you get without logarithms
-    if isinstance(got, (int, float, np.floating)) and math.isclose(float(got), raw, rel_tol=1e-3):
-        raise CheckFailed("loglog_slope: that is the slope of the raw values; take logarithms of both "
-                          "depths and values first (a power law is a straight line on log-log axes).")
-    return check_function(lambda d, v: float(fn(d, v)), loglog_slope, cases, "loglog_slope", atol=1e-6,
-                          hint="fit a straight line to (log L, log value), e.g. with np.polyfit(..., 1), "
-                               "and return its slope: values ∝ L^p has slope p.")
+# Exercise 1 (warm-up): Xiong's band. ---------------------------------------------------------------
+def solution_xiong_bounds(l: int, d: int) -> tuple:
+    return (1 + l / 2) * d, (1 + 3 * l / 2) * d
 
 
-def _xiong_ref(l: int, d: int) -> tuple:
-    return xiong_bounds(l, d)
+def _pair(got, want, what):
+    if not (isinstance(got, (tuple, list)) and len(got) == 2):
+        raise CheckFailed(f"{what}: return a pair (lower, upper), got {got!r}.")
+    compare([float(v) for v in got], list(want), what, atol=1e-6, rtol=1e-9)
+
+
+XIONG_BOUNDS = Exercise(
+    id="ch3.xiong-bounds",
+    name="xiong_bounds",
+    solution=solution_xiong_bounds,
+    cases=[((l, d), {}) for l, d in ((5, 100), (0, 64), (1, 64), (4, 128), (12, 768), (24, 1024))],
+    mistakes=[
+        Mistake(lambda l, d: (l / 2 * d, 3 * l / 2 * d),
+                "you dropped the 1·d that the input h_0 already carries: E‖h_0‖² = d before any block writes"),
+        Mistake(lambda l, d: ((1 + 3 * l / 2) * d, (1 + l / 2) * d),
+                "the pair is swapped: the first entry must be the lower bound"),
+        Mistake(lambda l, d: ((1 + l / 2) * d, (1 + l) * d),
+                "the upper bound lets attention add only d/2 per block; an attention write can be as large as d "
+                "(the average of value vectors of norm² d), so each block adds at most d + d/2"),
+        Mistake(lambda l, d: (1.5 * d, 1.5 * d),
+                "3d/2 is Lemma 2's post-LN statement (the input of post-LN's MLP LayerNorm, flat in depth); "
+                "the pre-LN stream accumulates every block's write"),
+    ],
+    hint="each block adds between d/2 (the ReLU MLP alone) and 3d/2 (MLP plus an attention write of at most d) "
+         "to E‖h‖², starting from E‖h_0‖² = d.",
+    compare=_pair,
+)
 
 
 def check_xiong_bounds(fn) -> bool:
-    """Checker for the exercise 'compute the Xiong bound for given l and d'."""
-    cases = [((l, d), {}) for l, d in ((0, 64), (1, 64), (4, 128), (12, 768), (24, 1024))]
-    got = attempt(fn, "xiong_bounds", 5, 100)
-    if got is NOT_ATTEMPTED:
-        return False
-    if not (isinstance(got, (tuple, list)) and len(got) == 2):
-        raise CheckFailed(f"xiong_bounds(5, 100): return a pair (lower, upper), got {got!r}.")
-    if got[0] > got[1]:
-        raise CheckFailed("xiong_bounds: the first entry must be the lower bound (it is larger than the second).")
-    if math.isclose(float(got[0]), 2.5 * 100, rel_tol=1e-6) or math.isclose(float(got[1]), 7.5 * 100, rel_tol=1e-6):
-        raise CheckFailed("xiong_bounds(5, 100): you dropped the 1·d that the input h_0 already carries: "
-                          "E‖h_0‖² = d before any block writes.")
+    """Checker for exercise 1: Xiong's band (lower, upper) on E‖h_l‖² for width d."""
+    return XIONG_BOUNDS.check(fn)
 
-    def as_tuple(*a):
-        r = fn(*a)
-        return tuple(float(v) for v in r) if isinstance(r, (tuple, list)) else r
 
-    return check_function(as_tuple, _xiong_ref, cases, "xiong_bounds",
-                          hint="each block adds between d/2 (the ReLU MLP alone) and 3d/2 (MLP plus an attention "
-                               "write of at most d) to E‖h‖², starting from E‖h_0‖² = d.")
+# Exercise 2 (predict): the input of a post-LN LayerNorm, with a wider MLP. ----------------------------
+#: The setting of exercise 2: a post-LN NormGPT with these fields, Xavier-Gaussian, ReLU.
+POST_LN_INPUT_SETTING = {"d_model": 64, "d_mlp": 256, "n_layers": 8, "block": 8}
+
+
+def solution_post_ln_input() -> float:
+    """E‖x + MLP(x)‖²/d at block 8's MLP LayerNorm (x a LayerNorm output, so ‖x‖² = d): 1 + the MLP's write."""
+    s = POST_LN_INPUT_SETTING
+    return 1.0 + mlp_write(s["d_model"], s["d_mlp"])
+
+
+POST_LN_INPUT = Exercise(
+    id="ch3.post-ln-input",
+    name="predicted_ln_input",
+    solution=solution_post_ln_input,
+    mistakes=[
+        Mistake(value=1.5, why="1.5 is Lemma 2's 3d/2, which assumes d_mlp = d; Xavier gives a wider MLP smaller "
+                               "weights (variance 2/(d + d_mlp) in both matrices), so its write is smaller than d/2"),
+        Mistake(value=1.0, why="1 is the LayerNorm's output (‖LN(x)‖² = d); its input x + F(x) also carries "
+                               "the MLP's write"),
+        Mistake(value=5.0, why="that is pre-LN's growth (1 + l/2)·d; in post-LN every block starts from a fresh "
+                               "LayerNorm output, so the answer does not depend on the depth"),
+        Mistake(value=3.0, why="you scaled the d/2 write by the width (4 × d/2 = 2d), but Xavier shrinks both "
+                               "matrices as d_mlp grows: the write is d_mlp·v·(d·v/2)·d with v = 2/(d + d_mlp)"),
+    ],
+    hint="x is a LayerNorm output (‖x‖² = d) and the cross term vanishes; the MLP writes d_mlp·v·(d·v/2) per unit "
+         "of d, with v = 2/(d + d_mlp) the Xavier variance of both matrices.",
+    atol=0.04,  # the theory is exact in expectation; 0.04 accepts a rounded 1.3 and rejects every listed mistake
+)
+
+
+def check_post_ln_input(prediction) -> bool:
+    """Checker for exercise 2: your predicted E‖x + F(x)‖²/d (``...`` while not attempted)."""
+    return POST_LN_INPUT.check_value(prediction)
+
+
+# Exercise 3 (predict): the init scale that puts the stream in the band. -------------------------------
+def solution_band_std(d: int = 64) -> float:
+    """Every matrix N(0, s²) with d_mlp = d: writes keep the lemma's size only when d·s² = 1."""
+    return 1.0 / math.sqrt(d)
+
+
+BAND_STD = Exercise(
+    id="ch3.band-std",
+    name="band_std",
+    solution=solution_band_std,
+    mistakes=[
+        Mistake(value=0.02, why="0.02 is GPT-2's standard deviation, chosen for d = 768 (where 1/√d ≈ 0.036); at "
+                                "d = 64 it makes every write about 1000× too small, so the stream stays below the band"),
+        Mistake(value=1 / 64, why="1/64 is the variance 1/d the lemma assumes; the standard deviation is its square "
+                                  "root"),
+        Mistake(value=1.0, why="with unit standard deviation each matrix multiplies squared norms by d, so the writes "
+                               "are d² times too large; the lemma needs variance 1/d"),
+    ],
+    hint="a d×d matrix with N(0, s²) entries multiplies E‖x‖² by d·s²; the lemma's writes need that factor to be 1.",
+    atol=0.0, rtol=0.05,  # the theory's answer is 1/√d; within 5 % the writes keep their size to within 20 %
+)
+
+
+def check_band_std(prediction) -> bool:
+    """Checker for exercise 3: your predicted init standard deviation (``...`` while not attempted)."""
+    return BAND_STD.check_value(prediction)
+
+
+# Exercise 4 (predict): the identity component of a DeepNorm stack. ------------------------------------
+def solution_deepnorm_identity(alpha: float, n_layers: int) -> float:
+    """Predicted tr(J)/d of an n_layers-deep one-token DeepNorm stack at initialisation (see post_ln_identity_theory)."""
+    return post_ln_identity_theory(int(n_layers), alpha)
+
+
+DEEPNORM_IDENTITY = Exercise(
+    id="ch3.deepnorm-identity",
+    name="deepnorm_identity",
+    solution=solution_deepnorm_identity,
+    cases=[((1.0, 1), {}), ((2.0, 3), {}), ((1.5, 6), {}), ((1.0, 4), {}), ((3.0, 12), {})],
+    mistakes=[
+        Mistake(lambda a, L: 3 ** (-L / 2), "you ignored α: the up-weighted residual α·x is what the Jacobian keeps, "
+                                            "and it also enlarges what each LayerNorm divides by"),
+        Mistake(lambda a, L: (a * a / math.sqrt(3)) ** L,
+                "you kept post-LN's σ = √2 and √1.5: the residual α·x adds α²·d to each LayerNorm's input, so the "
+                "LayerNorms divide by √(α² + 1) and √(α² + 1/2)"),
+        Mistake(lambda a, L: (a * a / (a * a + 1)) ** L,
+                "you treated both sub-layers alike; for one token attention writes d but the ReLU MLP writes d/2"),
+        Mistake(lambda a, L: (a / math.sqrt((a * a + 1) * (a * a + 0.5))) ** L,
+                "you up-weighted the residual once per block; DeepNorm does it before each of the two LayerNorms"),
+    ],
+    hint="per sub-layer: the sum α·x + F(x) has Jacobian αI + (mean-zero), and the LayerNorm after it divides by "
+         "σ = √(α² + E‖F‖²/d); multiply the factors of all 2L sub-layers.",
+)
+
+
+def check_deepnorm_identity(fn) -> bool:
+    """Checker for exercise 4: deepnorm_identity(alpha, n_layers) → predicted tr(J)/d."""
+    return DEEPNORM_IDENTITY.check(fn)
+
+
+# Exercise 5 (measure): a power law's exponent. ---------------------------------------------------------
+_LS = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
+
+LOGLOG_SLOPE = Exercise(
+    id="ch3.loglog-slope",
+    name="loglog_slope",
+    solution=loglog_slope,
+    cases=[((_LS, 3.0 * _LS ** -0.5), {}), ((_LS, 0.7 * np.ones(5)), {}),
+           ((_LS[:4], np.array([1.0, 0.8, 0.55, 0.41])), {}), ((np.array([1.0, 10.0]), np.array([2.0, 200.0])), {})],
+    mistakes=[
+        Mistake(lambda d, v: float(np.polyfit(np.asarray(d, float), np.asarray(v, float), 1)[0]),
+                "that is the slope of the raw values; take logarithms of both depths and values first "
+                "(a power law is a straight line on log-log axes)"),
+        Mistake(lambda d, v: float(np.polyfit(np.log(np.asarray(d, float)), np.asarray(v, float), 1)[0]),
+                "you took the logarithm of the depths only; a power law is straight only when both axes are "
+                "logarithmic"),
+        Mistake(lambda d, v: float(np.polyfit(np.asarray(d, float), np.log(np.asarray(v, float)), 1)[0]),
+                "you took the logarithm of the values only: that fits an exponential e^{pL}, not a power law L^p"),
+    ],
+    hint="fit a straight line to (log L, log value), e.g. with np.polyfit(..., 1), and return its slope.",
+    atol=1e-6,
+)
+
+
+def check_loglog_slope(fn) -> bool:
+    """Checker for exercise 5: loglog_slope(depths, values) → the exponent p of values ∝ depths^p."""
+    return LOGLOG_SLOPE.check(fn)

@@ -142,6 +142,73 @@ def test_ffn_grad_norms_shape_and_validation():
         norms.ffn_grad_norms(m, torch.randint(0, 20, (8,)))
 
 
+def test_gpt2_init_scales_only_the_residual_output_projections():
+    L = 6
+    plain = NormGPT(NormConfig(n_layers=L, init_std=0.02), seed=0)
+    gpt2 = NormGPT(NormConfig(n_layers=L, init_std=0.02, scale_resid=True), seed=0)
+    for name, p in gpt2.named_parameters():
+        q = dict(plain.named_parameters())[name]
+        if name.endswith(("attn.W_O.weight", "mlp.W_out.weight")):
+            assert torch.allclose(p, q / math.sqrt(2 * L))  # same draw, scaled by 1/√N with N = 2L
+        else:
+            assert torch.equal(p, q)
+    with pytest.raises(TypeError, match="scale_resid"):
+        NormConfig(scale_resid=1)
+
+
+def test_write_norms_add_up_to_the_stream_and_refuse_post_ln():
+    m = NormGPT(replace(SMALL, norm="pre"), seed=1)
+    x = torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(0))
+    w = norms.write_norms(m, x)
+    assert w.shape == (3, 2) and np.all(w > 0)
+    cache = norms.stream_cache(m, x)
+    a = cache["blocks.0.hook_resid_mid"] - cache["blocks.0.hook_resid_pre"]
+    assert math.isclose(w[0, 0], float(a.pow(2).sum(-1).mean()) / 16, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="pre-LN"):
+        norms.write_norms(NormGPT(replace(SMALL, norm="post"), seed=0), x)
+
+
+def test_ln_input_norms_reproduce_xiong_lemma_2_and_fail_outside_it():
+    def post_ln2(d_mlp):
+        return np.mean([norms.ln_input_norms(NormGPT(NormConfig(norm="post", n_layers=4, d_mlp=d_mlp), seed=k),
+                                             torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(k)))[:, 1]
+                        for k in range(4)])
+    assert abs(post_ln2(64) - 1.5) < 0.05  # Lemma 2, post-LN: 3d/2
+    assert abs(post_ln2(256) - 1.5) > 0.1  # a wider MLP breaks assumption 2: the same check fails
+    pre = NormGPT(NormConfig(norm="pre", n_layers=3), seed=0)
+    x = torch.randn(4, 8, 64)
+    got = norms.ln_input_norms(pre, x)
+    assert got.shape == (3, 2)
+    assert math.isclose(got[0, 0], float(x.pow(2).sum(-1).mean()) / 64, rel_tol=1e-6)  # pre-LN's ln1 reads h_0
+
+
+def test_mlp_write_theory():
+    assert norms.mlp_write(64, 64) == 0.5
+    assert math.isclose(norms.mlp_write(64, 256), 0.32)
+    z = torch.randn(400_000, generator=torch.Generator().manual_seed(0)) * math.sqrt(64 * 2 / 320)
+    mc = 256 * (2 / 320) * float(torch.nn.functional.gelu(z).pow(2).mean())
+    assert abs(norms.mlp_write(64, 256, "gelu") - mc) < 0.003
+    with pytest.raises(ValueError):
+        norms.mlp_write(64, 0)
+    with pytest.raises(ValueError):
+        norms.mlp_write(64, 64, "tanh")
+
+
+def test_post_ln_identity_theory_and_a_measurement():
+    assert math.isclose(norms.post_ln_identity_theory(1), 3 ** -0.5)
+    assert math.isclose(norms.post_ln_identity_theory(4), 1 / 9)
+    assert norms.post_ln_identity_theory(3, alpha=10.0) > 0.97  # a large α acts like an identity path
+    x0 = torch.randn(64, generator=torch.Generator().manual_seed(3))
+    x0 = (x0 - x0.mean()) / x0.std(unbiased=False)
+    vals = [torch.trace(norms.stream_jacobian(NormGPT(NormConfig(norm="post", n_layers=1), seed=s), x0)).item() / 64
+            for s in range(8)]
+    assert abs(np.mean(vals) - norms.post_ln_identity_theory(1)) < 0.06
+    with pytest.raises(ValueError):
+        norms.post_ln_identity_theory(-1)
+    with pytest.raises(ValueError):
+        norms.post_ln_identity_theory(2, alpha=0.0)
+
+
 # ---------------------------------------------------------------- data and training
 def test_char_data_roundtrip_and_validation():
     data = norms.char_data(n_docs=50, seed=0)
@@ -171,8 +238,11 @@ def test_figures_build():
     data = norms.char_data(n_docs=50, seed=0)
     toks = data.train[:64].view(2, 32)
     prof = norms.depth_profiles([1, 2], d_model=16, n_seeds=1, tokens=toks, n_heads=2, d_vocab=data.vocab_size)
+    assert prof["grad_seeds"]["pre"][1].shape == (1, 2)  # (seeds, layers) at depth 2
     fig = norms.depth_slider_figure(prof)
     assert len(fig.data) == 6 and len(fig.layout.sliders[0].steps) == 2
+    assert len(fig.layout.title.text) <= 60 and not fig.layout.annotations  # short title, no subplot titles to collide
+    assert fig.layout.legend.y > 1 and fig.layout.sliders[0].y < 0  # legend above the plots, slider below
     fig2 = norms.loss_curves_figure({"a": np.ones((2, 10)), "b": np.zeros((2, 10))})
     assert len(fig2.data) == 4
     with pytest.raises(ValueError):
@@ -195,26 +265,72 @@ def test_check_xiong_bounds():
         norms.check_xiong_bounds(lambda l, d: (l / 2 * d, 3 * l / 2 * d))
     with pytest.raises(CheckFailed, match="lower bound"):
         norms.check_xiong_bounds(lambda l, d: ((1 + 3 * l / 2) * d, (1 + l / 2) * d))
-    with pytest.raises(CheckFailed):
+    with pytest.raises(CheckFailed, match="post-LN"):
+        norms.check_xiong_bounds(lambda l, d: (1.5 * d, 1.5 * d))
+    with pytest.raises(CheckFailed, match="pair"):
+        norms.check_xiong_bounds(lambda l, d: (1 + l / 2) * d)
+    with pytest.raises(CheckFailed):  # an unlisted wrong answer
         norms.check_xiong_bounds(lambda l, d: ((1 + l) * d, (1 + 3 * l) * d))
 
 
-def test_check_deepnorm_block_update():
-    assert norms.check_deepnorm_block_update(_stub) is False
-    assert norms.check_deepnorm_block_update(norms.deepnorm_block_update) is True
-
-    def alpha_on_branch(x, attn, mlp, ln1, ln2, alpha):
-        x = ln1(x + alpha * attn(x))
-        return ln2(x + alpha * mlp(x))
-
-    def plain_post_ln(x, attn, mlp, ln1, ln2, alpha):
-        x = ln1(x + attn(x))
-        return ln2(x + mlp(x))
-
-    with pytest.raises(CheckFailed, match="stream"):
-        norms.check_deepnorm_block_update(alpha_on_branch)
+def test_check_post_ln_input_prediction():
+    assert norms.check_post_ln_input(...) is False
+    assert norms.check_post_ln_input(1.32) is True
+    with pytest.raises(CheckFailed, match="d_mlp = d"):
+        norms.check_post_ln_input(1.5)
+    with pytest.raises(CheckFailed, match="output"):
+        norms.check_post_ln_input(1.0)
+    with pytest.raises(CheckFailed, match="depth"):
+        norms.check_post_ln_input(5.0)
     with pytest.raises(CheckFailed):
-        norms.check_deepnorm_block_update(plain_post_ln)
+        norms.check_post_ln_input(2.0)
+
+
+def test_post_ln_input_solution_matches_a_measurement():
+    """The exercise's answer is what the model does: block 8's MLP LayerNorm input, d_mlp = 4d."""
+    s = norms.POST_LN_INPUT_SETTING
+    got = np.array([norms.ln_input_norms(NormGPT(NormConfig(norm="post", n_layers=s["n_layers"], d_model=s["d_model"],
+                                                            d_mlp=s["d_mlp"]), seed=k),
+                                         torch.randn(16, 32, 64, generator=torch.Generator().manual_seed(k))).mean(0)[1]
+                    for k in range(8)])  # every block's MLP LayerNorm: the answer does not depend on the block
+    se = got.std(ddof=1) / np.sqrt(len(got))
+    assert abs(got.mean() - norms.solution_post_ln_input()) < 3 * se
+    assert abs(got.mean() - 1.5) > 3 * se  # the lemma's 3/2 (d_mlp = d) is really wrong here
+
+
+def test_check_band_std_prediction():
+    assert norms.check_band_std(...) is False
+    assert norms.check_band_std(0.125) is True
+    with pytest.raises(CheckFailed, match="GPT-2"):
+        norms.check_band_std(0.02)
+    with pytest.raises(CheckFailed, match="variance"):
+        norms.check_band_std(1 / 64)
+    with pytest.raises(CheckFailed):
+        norms.check_band_std(0.3)
+
+
+def test_band_std_solution_puts_the_stream_in_the_band_and_gpt2_std_does_not():
+    lo, hi = norms.xiong_bounds(np.arange(13), 1)
+
+    def inside(std):
+        prof = np.mean([norms.stream_norms(NormGPT(NormConfig(norm="pre", n_layers=12, init_std=std), seed=k),
+                                           torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(k))) / 64
+                        for k in range(3)], axis=0)
+        return int(np.sum((prof[1:] >= lo[1:]) & (prof[1:] <= hi[1:])))
+
+    assert inside(norms.solution_band_std(64)) == 12
+    assert inside(0.02) == 0
+
+
+def test_check_deepnorm_identity():
+    assert norms.check_deepnorm_identity(_stub) is False
+    assert norms.check_deepnorm_identity(norms.solution_deepnorm_identity) is True
+    with pytest.raises(CheckFailed, match="ignored"):
+        norms.check_deepnorm_identity(lambda a, L: 3 ** (-L / 2))
+    with pytest.raises(CheckFailed, match="once per block"):
+        norms.check_deepnorm_identity(lambda a, L: (a / math.sqrt((a * a + 1) * (a * a + 0.5))) ** L)
+    with pytest.raises(CheckFailed):
+        norms.check_deepnorm_identity(lambda a, L: 0.5 ** L)
 
 
 def test_check_loglog_slope():
@@ -222,6 +338,6 @@ def test_check_loglog_slope():
     assert norms.check_loglog_slope(norms.loglog_slope) is True
     with pytest.raises(CheckFailed, match="logarithms"):
         norms.check_loglog_slope(lambda d, v: float(np.polyfit(d, v, 1)[0]))
-    with pytest.raises(CheckFailed):
+    with pytest.raises(CheckFailed, match="depths only"):
         norms.check_loglog_slope(lambda d, v: float(np.polyfit(np.log(d), v, 1)[0]))
     assert abs(norms.loglog_slope([1, 4, 16], [1, 0.5, 0.25]) + 0.5) < 1e-9
