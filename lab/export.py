@@ -282,6 +282,51 @@ def build_graph(w: dict, n_ctx: int, name: str):
     return model
 
 
+# ----------------------------------------------------------------------------- packing the weights
+WEIGHTS, WEIGHTS_PACKED = "weights.bin", "weights.bin.gz"
+
+
+def save_packed(onnx_model, dest: Path) -> int:
+    """Save the graph as ``model.onnx`` with its weights in ``weights.bin.gz``; returns the weights' size.
+
+    The weights are ONNX external data (``weights.bin``), stored byte-shuffled and gzip-compressed:
+    byte k of every float32 goes to the k-th quarter of the file before compression, so the
+    sign-and-exponent bytes sit together and compress well (about 8 % smaller than gzip alone).
+    The page undoes both steps (lab/src/lab.js ``unpackWeights``); :func:`unpack_weights` does it here.
+    """
+    import gzip
+
+    import onnx
+
+    onnx.save_model(onnx_model, str(dest / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=WEIGHTS, size_threshold=1024)
+    raw = (dest / WEIGHTS).read_bytes()
+    (dest / WEIGHTS).unlink()
+    padded = np.frombuffer(raw + bytes(-len(raw) % 4), dtype=np.uint8)
+    shuffled = padded.reshape(-1, 4).T.copy().tobytes()
+    (dest / WEIGHTS_PACKED).write_bytes(gzip.compress(shuffled, compresslevel=9, mtime=0))
+    return len(raw)
+
+
+def unpack_weights(packed: bytes, n_bytes: int) -> bytes:
+    """The inverse of :func:`save_packed`'s packing: gunzip, unshuffle, drop the padding."""
+    import gzip
+
+    shuffled = np.frombuffer(gzip.decompress(packed), dtype=np.uint8)
+    return shuffled.reshape(4, -1).T.copy().tobytes()[:n_bytes]
+
+
+def load_shipped(folder: Path, work: Path):
+    """An onnxruntime session of the files the site ships (model.onnx + weights.bin.gz)."""
+    import onnxruntime as ort
+
+    meta = json.loads((folder / "meta.json").read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / "model.onnx", work / "model.onnx")
+    (work / WEIGHTS).write_bytes(unpack_weights((folder / WEIGHTS_PACKED).read_bytes(), meta["weights_bytes"]))
+    return ort.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
 # ----------------------------------------------------------------------------- Python's side
 def mean_activations(model) -> dict:
     """Mean z of every head and mean output of every MLP over corpus windows (for mean-ablation)."""
@@ -466,7 +511,7 @@ def reference(model, meta: dict) -> dict:
         ids = model.to_tokens(prompt)[0].tolist()
         a, b = int(model.to_single_token(answer)), int(model.to_single_token(rival))
         for abl in ablations if prompt == CANONICAL[0][0] else [None]:
-            cases.append({"prompt": prompt, "answer": answer, "rival": rival,
+            cases.append({"prompt": prompt, "target_text": answer, "rival_text": rival,
                           **python_values(model, meta, ids, a, b, abl)})
     length = REPEAT_LENGTH
     rep = lab_repeat_ids(meta, length, seed=1)
@@ -521,11 +566,14 @@ def export(out_dir: Path, names=MODELS) -> None:
         w = bridge_weights(model, name)
         L, H = model.cfg.n_layers, model.cfg.n_heads
         onnx_model = build_graph(w, int(model.cfg.n_ctx), name)
-        onnx.save_model(onnx_model, str(dest / "model.onnx"))
-        shutil.copyfile(folder / "tokenizer.json", dest / "tokenizer.json")
+        for old in dest.glob("*"):
+            old.unlink()
+        weights_bytes = save_packed(onnx_model, dest)
+        for file in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(folder / file, dest / file)
         meta = {"name": name, "n_layers": L, "n_heads": H, "d_model": int(model.cfg.d_model),
                 "d_head": int(model.cfg.d_head), "n_ctx": int(model.cfg.n_ctx), "d_vocab": int(model.cfg.d_vocab),
-                "has_mlp": not model.cfg.attn_only, "bos": int(model.tokenizer.bos_token_id),
+                "has_mlp": not model.cfg.attn_only, "weights_bytes": weights_bytes, "bos": int(model.tokenizer.bos_token_id),
                 "writer_labels": writer_labels(L, H, not model.cfg.attn_only),
                 "special_ids": sorted(int(i) for i in model.tokenizer.all_special_ids),
                 **mean_activations(model)}
@@ -534,7 +582,8 @@ def export(out_dir: Path, names=MODELS) -> None:
         (ref / f"{name}.json").write_text(json.dumps(reference(model, meta)) + "\n")
         if name == names[0]:
             (ref / "tokenizer.json").write_text(json.dumps(tokenizer_reference(model), ensure_ascii=False) + "\n")
-        print(f"exported {name}: {(dest / 'model.onnx').stat().st_size / 1e6:.2f} MB")
+        print(f"exported {name}: graph {(dest / 'model.onnx').stat().st_size / 1e3:.0f} kB, weights "
+              f"{weights_bytes / 1e6:.2f} MB, packed {(dest / WEIGHTS_PACKED).stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

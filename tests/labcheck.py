@@ -86,7 +86,9 @@ class Lab:
             ".catch(e => done({error: String(e)}));")
 
     def call(self, method: str, *args):
-        """Await ``window.rsLab[method](...args)`` in the page."""
+        """Await ``window.rsLab[method](...args)`` in the lab page (opened first if another page is shown)."""
+        if not self.driver.current_url.split("?")[0].endswith("/lab.html"):
+            self.open()
         return self.driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             f"window.rsLab.{method}(...arguments[0]).then(done).catch(e => done({{thrown: String(e)}}));", list(args))

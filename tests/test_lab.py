@@ -125,6 +125,24 @@ def test_onnx_export_reproduces_the_bridge(name, bridges, graphs, means):
 
 
 @pytest.mark.slow
+def test_shipped_files_are_the_exported_graph(bridges, means, tmp_path):
+    """model.onnx + weights.bin.gz, as the site ships them, unpack to a model that matches the bridge."""
+    name = "rs-gpt2-4l"
+    export.export(tmp_path / "out", names=(name,))
+    folder = tmp_path / "out" / "site" / "lab" / "models" / name
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "model.onnx", "tokenizer.json",
+                                                         "tokenizer_config.json", "weights.bin.gz"]
+    assert (folder / "model.onnx").stat().st_size < 100_000, "the weights belong in weights.bin.gz"
+    session = export.load_shipped(folder, tmp_path / "unpacked")
+    model = bridges[name]
+    errors = parity_errors(session, model, means[name], model.to_tokens(export.CANONICAL[0][0])[0].tolist())
+    assert max(errors.values()) <= TOL_EXPORT, errors
+    first = (folder / "weights.bin.gz").read_bytes()
+    export.export(tmp_path / "again", names=(name,))
+    assert (tmp_path / "again" / "site" / "lab" / "models" / name / "weights.bin.gz").read_bytes() == first
+
+
+@pytest.mark.slow
 def test_parity_check_catches_a_wrong_weight(bridges, means):
     """The comparison above must fail on a graph with one weight off by 0.1 %."""
     name = "rs-attn-2l"
@@ -268,8 +286,8 @@ def test_page_matches_python_on_the_canonical_prompts_and_ablations(lab, lab_sit
         for case in ref["cases"]:
             if case["prompt"] is None:
                 continue
-            out = lab.call("set", {"model": name, "prompt": case["prompt"], "target": case["answer"],
-                                   "rival": case["rival"], "ablate": case["ablate"] or {"heads": [], "mlps": []}})
+            out = lab.call("set", {"model": name, "prompt": case["prompt"], "target": case["target_text"],
+                                   "rival": case["rival_text"], "ablate": case["ablate"] or {"heads": [], "mlps": []}})
             assert out["error"] is None, (name, case["prompt"], out["error"])
             bad = labcheck.compare(out["result"], case)
             assert not bad, f"{name}, {case['prompt']!r}, ablation {case['ablate']}:\n" + "\n".join(bad[:10])

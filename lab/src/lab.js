@@ -35,14 +35,35 @@ function loadModel(name) {
       return kind === "json" ? r.json() : new Uint8Array(await r.arrayBuffer());
     };
     loaded.set(name, (async () => {
-      const [bytes, tokJson, tokConfig, meta] = await Promise.all([
-        get("model.onnx"), get("tokenizer.json", "json"), get("tokenizer_config.json", "json"), get("meta.json", "json")]);
-      const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+      const [bytes, packed, tokJson, tokConfig, meta] = await Promise.all([
+        get("model.onnx"), get("weights.bin.gz"), get("tokenizer.json", "json"), get("tokenizer_config.json", "json"),
+        get("meta.json", "json")]);
+      const weights = await unpackWeights(packed, meta.weights_bytes);
+      const session = await ort.InferenceSession.create(bytes, {
+        executionProviders: ["wasm"], graphOptimizationLevel: "all",
+        externalData: [{ path: "weights.bin", data: weights }],
+      });
       return { session, tokenizer: new Tokenizer(tokJson, tokConfig), meta, name };
     })());
     loaded.get(name).catch(() => loaded.delete(name));
   }
   return loaded.get(name);
+}
+
+// The weights ship byte-shuffled and gzip-compressed (lab/export.py save_packed): undo both.
+async function unpackWeights(packed, nBytes) {
+  let shuffled = packed;
+  if (packed[0] === 0x1f && packed[1] === 0x8b) {   // still compressed (the server did not decode it)
+    const stream = new Blob([packed]).stream().pipeThrough(new DecompressionStream("gzip"));
+    shuffled = new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+  const n = shuffled.length / 4, out = new Uint8Array(shuffled.length);
+  for (let k = 0; k < 4; k++) {
+    const base = k * n;
+    for (let i = 0; i < n; i++) out[4 * i + k] = shuffled[base + i];
+  }
+  if (nBytes > out.length) throw new Error(`the weights file is ${out.length} bytes, ${nBytes} expected.`);
+  return out.subarray(0, nBytes);
 }
 
 // ------------------------------------------------------------------ model I/O
