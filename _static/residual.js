@@ -13,7 +13,7 @@
 // unwrapped title and the minimum width in layout.meta.
 (function () {
   "use strict";
-  var MODEBAR_BAND = 40, NARROW = 560;
+  var MODEBAR_BAND = 48, NARROW = 560;
   var FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif";
 
   // ------------------------------------------------------------ 1. sidebar
@@ -146,6 +146,26 @@
                                       "legend.yanchor": base.legend.yanchor, "legend.yref": "paper",
                                       "margin.b": base.b});
     }
+    // axis titles: wrapped to the axis' length (a long y title otherwise runs into the chart title)
+    Object.keys(L).forEach(function (k) {
+      if (!/^[xy]axis\d*$/.test(k) || !L[k]._length) return;
+      var t = gd.layout[k] && gd.layout[k].title;
+      var text = typeof t === "string" ? t : (t && t.text);
+      if (!text) return;
+      var size = (L[k].title && L[k].title.font && L[k].title.font.size) || 14;
+      var w = wrap(text, L[k]._length, size);
+      if (w !== text) u[k + ".title.text"] = w;
+    });
+    // notes placed on the paper (subplot titles, labels): wrapped to the room on their side
+    (gd.layout.annotations || []).forEach(function (a, i) {
+      if (!a.text || a.showarrow !== false || !/^(paper|[xy]\d* domain)$/.test(a.xref || "x")) return;
+      var plotW = L.width - L.margin.l - L.margin.r, x = typeof a.x === "number" ? a.x : 0.5;
+      var left = x * plotW + L.margin.l, right = (1 - x) * plotW + L.margin.r;
+      var room = a.xanchor === "left" ? right : a.xanchor === "right" ? left : 2 * Math.min(left, right);
+      var size = (a.font && a.font.size) || (L.font && L.font.size) || 13;
+      var w = wrap(a.text, Math.max(80, room - 8), size);
+      if (w !== a.text) u["annotations[" + i + "].text"] = w;
+    });
     gd._rsNarrow = narrow;
     Object.keys(u).forEach(function (k) { if (u[k] === undefined) delete u[k]; });
     return u;

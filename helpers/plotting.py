@@ -49,9 +49,10 @@ _BOOK_CONFIG = {
 #: width a reader's screen actually has).
 MIN_FONT_PX = 10  # no text in a figure below this (the page check fails under 9 px)
 TITLE_FONT_PX = 16
-MODEBAR_BAND_PX = 40  # the toolbar's own row above the title
+MODEBAR_BAND_PX = 48  # the toolbar's own row above the title
 NOMINAL_WIDTH_PX = 676  # a figure's width in the book's text column at 1280 px
 MENU_BAND_PX = 40  # a row of buttons or a dropdown between the title and the plot
+PHONE_ROW_PX = 300  # a row of menu buttons wider than this becomes a dropdown
 
 #: Trace types in the plotly.js bundle the book serves (plotly.js-cartesian-dist-min,
 #: 1.5 MB instead of 4.8 MB for the full library). ``show`` refuses others, so a
@@ -302,6 +303,12 @@ def book_layout(fig):
 
     menus_above = False
     for menu in layout.get("updatemenus", []) or []:
+        # a row of buttons wider than a phone's figure becomes a dropdown
+        labels = [str(b.get("label", "")) for b in menu.get("buttons", []) or []]
+        row_px = sum(_visible_len(lab) * 12 + 30 for lab in labels)
+        if menu.get("type") == "buttons" and menu.get("direction", "left") in ("left", "right") \
+                and row_px > PHONE_ROW_PX:
+            menu.update(type="dropdown", direction="down")
         if (menu.get("y") if menu.get("y") is not None else 1) >= 1:
             menus_above = True
             menu.update(y=1, yanchor="bottom", pad={"b": 6, "t": 0})
@@ -330,12 +337,16 @@ def book_layout(fig):
             if trace.get("texttemplate") or trace.get("text"):
                 trace.setdefault("textfont", {})
                 trace["textfont"]["size"] = max(trace["textfont"].get("size") or 0, MIN_FONT_PX + 1)
+            # the colour bar's title runs along the bar, not above it into the menus
+            cbar = trace.setdefault("colorbar", {})
+            if isinstance(cbar.get("title"), dict) and cbar["title"].get("text"):
+                cbar["title"].setdefault("side", "right")
             x = trace.get("x")
             z = trace.get("z") or []
             cols = len(x) if x is not None else (len(z[0]) if z and isinstance(z[0], list) else 0)
             heatmap_cols = max(heatmap_cols, cols)
     if heatmap_cols:
-        meta["min_width"] = int(min(900, 170 + 16 * heatmap_cols))
+        meta["min_width"] = int(min(1000, 170 + 30 * heatmap_cols))
     layout["meta"] = meta
     return go.Figure(spec, skip_invalid=False)
 
