@@ -573,13 +573,21 @@ def feature_explorer_figure(entries: list[dict], title: str):
 # Exercise: predict what a stronger L1 penalty does
 # --------------------------------------------------------------------------
 def measure_l1_effect(activations: torch.Tensor, l1_low: float, l1_high: float, n_features: int,
-                      steps: int = 2000, batch: int = 256, seed: int = 0) -> dict[str, dict[str, float]]:
+                      steps: int = 2000, batch: int = 256, seed: int = 0,
+                      low_sae: SparseAutoencoder | None = None) -> dict[str, dict[str, float]]:
     """Train two SAEs that differ only in their L1 coefficient and return both sets of
-    :func:`sae_metrics` ({"low": {...}, "high": {...}})."""
+    :func:`sae_metrics` ({"low": {...}, "high": {...}}). Pass ``low_sae`` to reuse an SAE
+    already trained with ``l1_low`` and the same settings. Train long enough for resampling
+    to have run and stopped (the default 2000 steps): dead features are counted at the end."""
     if not 0 <= l1_low < l1_high:
         raise ValueError(f"need 0 ≤ l1_low < l1_high, got {l1_low!r}, {l1_high!r}.")
     out = {}
     for key, lam in (("low", l1_low), ("high", l1_high)):
+        if key == "low" and low_sae is not None:
+            if not isinstance(low_sae, SparseAutoencoder) or low_sae.n_features != n_features:
+                raise ValueError(f"low_sae must be a SparseAutoencoder with {n_features} features.")
+            out[key] = sae_metrics(low_sae, activations)
+            continue
         sae, _ = train_sae(activations, n_features=n_features, l1_coeff=lam, steps=steps, batch=batch, seed=seed)
         out[key] = sae_metrics(sae, activations)
     return out
@@ -611,7 +619,7 @@ def solution_l1_prediction() -> tuple[str, str]:
     """Reference: what a 10× larger L1 coefficient does to (L0, dead features), measured on a
     small synthetic dataset (cached)."""
     if "answer" not in _L1_CACHE:
-        measured = measure_l1_effect(_l1_exercise_data(), 3.0, 30.0, n_features=32, steps=500)
+        measured = measure_l1_effect(_l1_exercise_data(), 3.0, 30.0, n_features=32, steps=2000)
         _L1_CACHE["answer"] = l1_effect_directions(measured)
     return _L1_CACHE["answer"]
 
