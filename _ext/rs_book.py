@@ -233,14 +233,17 @@ def _cite_links(app, env, fromdoc, keys) -> str:
 
 _CLAIMS_CSS = """<style>
 .rs-claims-scroll{overflow-x:auto;max-width:100%;margin:0 0 1.5em}
-table.rs-claims-table{width:100%;border-collapse:collapse;font-size:.88em;line-height:1.4}
+table.rs-claims-table{width:100%;border-collapse:collapse;font-size:.85em;line-height:1.4}
 table.rs-claims-table th,table.rs-claims-table td{vertical-align:top;text-align:left;padding:.4em .5em;
  border-bottom:1px solid var(--pst-color-border,#d0d0d0);overflow-wrap:break-word}
-table.rs-claims-table td.rs-c-claim{min-width:15em}
+table.rs-claims-table td.rs-c-claim{min-width:16em;width:38%}
+table.rs-claims-table td.rs-c-null{min-width:8em}
+table.rs-claims-table td.rs-c-test{min-width:6em}
 .rs-c-kind{font-size:.75em;padding:0 .35em;border-radius:3px;border:1px solid var(--pst-color-border,#d0d0d0);
  color:var(--pst-color-text-muted,#646464);white-space:nowrap}
 table.rs-claims-table td.rs-c-num{white-space:nowrap;font-variant-numeric:tabular-nums}
-table.rs-claims-table td.rs-c-model{min-width:6.5em}
+table.rs-claims-table td.rs-c-num{min-width:6.5em}
+table.rs-claims-table td.rs-c-num .rs-c-model{white-space:normal}
 .rs-c-why{display:block;font-size:.85em;color:var(--pst-color-text-muted,#646464)}
 .rs-c-id{font-family:var(--pst-font-family-monospace,monospace);font-size:.9em}
 tr.rs-c-bad td{background:rgba(200,40,40,.08)}
@@ -249,7 +252,8 @@ tr.rs-c-bad td{background:rgba(200,40,40,.08)}
  table.rs-claims-table,table.rs-claims-table tbody,table.rs-claims-table tr,table.rs-claims-table td{display:block;width:100%}
  table.rs-claims-table tr{border:1px solid var(--pst-color-border,#d0d0d0);border-radius:4px;margin:0 0 .8em}
  table.rs-claims-table td{border:none;padding:.25em .6em;min-width:0}
- table.rs-claims-table td.rs-c-claim{min-width:0}
+ table.rs-claims-table td.rs-c-claim,table.rs-claims-table td.rs-c-null,table.rs-claims-table td.rs-c-num,
+ table.rs-claims-table td.rs-c-test{min-width:0;width:100%;box-sizing:border-box}
  table.rs-claims-table td.rs-c-num{white-space:normal}
  table.rs-claims-table td::before{content:attr(data-label);display:block;font-size:.78em;font-weight:600;
   color:var(--pst-color-text-muted,#646464)}
@@ -272,8 +276,11 @@ def _claim_row(app, env, fromdoc, docname, anchor, r) -> str:
     href = app.builder.get_relative_uri(fromdoc, docname) + "#" + anchor
     status = _claim_status(r)
     kind = "finding" if r["kind"] == "finding" else "check of the code"
+    why = r.get("tolerance_why", "")
     claim = (f'<a class="rs-c-id reference internal" href="{e(href)}">{e(r["id"])}</a> '
              f'<span class="rs-c-kind">{kind}</span><br>{e(r["statement"])}'
+             + (f'<span class="rs-c-why">{"Threshold" if r["kind"] == "finding" else "Tolerance"}: {e(why)}</span>'
+                if why else "")
              + (f'<span class="rs-c-why"><strong>✘ {e(status)}</strong></span>' if status else ""))
     cells = [("Claim", "rs-c-claim", claim)]
     if r["kind"] == "finding":
@@ -285,18 +292,18 @@ def _claim_row(app, env, fromdoc, docname, anchor, r) -> str:
         if r.get("where"):
             ref += f' <span class="rs-c-why">{e(r["where"])}</span>'
         cells += [
-            ("Value", "rs-c-num", e(_g(r["value"])) + f'<span class="rs-c-why">margin {e(_g(r.get("margin"), "+.3g"))}</span>'),
-            ("Comparison", "", e(r["comparison"]) + f'<span class="rs-c-why">{e(r.get("tolerance_why", ""))}</span>'),
-            ("Null", "", f'{e(n.get("what", "—"))} = <span class="rs-c-num">{e(_g(n.get("value")))}</span>'
+            ("Value", "rs-c-num", e(_g(r["value"])) + f'<span class="rs-c-why">margin {e(_g(r.get("margin"), "+.3g"))}</span>'
+             f'<span class="rs-c-why rs-c-model">on {e(model)}</span>'),
+            ("Comparison", "rs-c-test", e(r["comparison"])),
+            ("Null", "rs-c-null", f'{e(n.get("what", "—"))} = <span class="rs-c-num">{e(_g(n.get("value")))}</span>'
                          f'<span class="rs-c-why">{e(n.get("kind", ""))}</span>'),
-            ("Model", "rs-c-model", e(model)),
             ("Reference", "", ref or "—"),
         ]
     else:
         cells += [
             ("Max difference", "rs-c-num", e(_g(r["value"], ".2g"))
              + f'<span class="rs-c-why">margin {e(_g(r.get("margin"), "+.2g"))}</span>'),
-            ("Tolerance", "", e(r["comparison"]) + f'<span class="rs-c-why">{e(r.get("tolerance_why", ""))}</span>'),
+            ("Tolerance", "rs-c-test", e(r["comparison"])),
             ("Model", "", e(r.get("model") or "—")),
         ]
     tds = "".join(f'<td class="{c}" data-label="{e(label)}">{body}</td>' for label, c, body in cells)
@@ -343,7 +350,7 @@ def _claims_table_html(app, env, fromdoc, part) -> str:
     if not chosen:
         return "<p>None recorded in this build.</p>"
     if part == "findings":
-        head = ["Claim", "Value", "Comparison", "Null", "Model", "Reference"]
+        head = ["Claim", "Value (model)", "Comparison", "Null", "Reference"]
     else:
         head = ["Check", "Max difference", "Tolerance", "Model"]
     out = []

@@ -447,7 +447,7 @@ def test_claims_tables_link_each_claim_and_cite_its_reference():
     assert findings.index("Chapter y") < findings.index("Chapter x")  # grouped by page, in page order
     assert 'href="chapters/09_x.html#claim-ch9-ratio"' in findings
     assert 'href="references.html#id-meng2022locating"' in findings and ">Meng et al., 2022</a>" in findings
-    assert "✘ not reproduced on gpt2" in findings and "this build ran gpt2" in findings
+    assert "✘ not reproduced on gpt2" in findings and "on rs-gpt2-4l (this build ran gpt2)" in findings
     assert findings.count("<th>Null</th>") == 2 and "layer-3 control site = " in findings
     assert "margin +0.25" in findings  # 0.8 − 0.05 − 0.5
     checks = ext._claims_table_html(app, env, "claims", "identities")
