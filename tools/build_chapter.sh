@@ -14,6 +14,36 @@ cp -r "$ROOT/_static" "$ROOT/_extra" "$OUT/"
 cp "$NB" "$OUT/chapters/"
 # The intro links every chapter; in a one-chapter book those links would dangle.
 sed -i -E 's/\{doc\}`([^`]*)`/`\1`/g' "$OUT/intro.md"
+# So do the chapter's links to other chapters and to the lab: keep their text, drop the link.
+"$ROOT/.venv/bin/python" - "$OUT/chapters/$SLUG.ipynb" <<'PY'
+import json, re, sys
+path = sys.argv[1]
+nb = json.load(open(path, encoding="utf-8"))
+here = {"claims", "glossary", "references", "intro"}
+mine = path.rsplit("/", 1)[1]
+link = re.compile(r"\[([^\]]+)\]\((?!https?:|mailto:|#)([^)#\s]*?\.(?:ipynb|md))(#[^)\s]*)?\)")
+role = re.compile(r"\{doc\}`(?:([^`<]*?)\s*<([^`>]+)>|([^`]+))`")
+
+def name(target):
+    return target.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+def unlink(m):
+    if m.group(2).rsplit("/", 1)[-1] == mine or name(m.group(2)) in here:
+        return m.group(0)
+    return m.group(1)
+
+def unrole(m):
+    target = m.group(2) or m.group(3)
+    if name(target) in here or target.rsplit("/", 1)[-1] + ".ipynb" == mine:
+        return m.group(0)
+    return m.group(1) or f"`{target}`"
+
+for cell in nb["cells"]:
+    if cell["cell_type"] == "markdown":
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        cell["source"] = role.sub(unrole, link.sub(unlink, text))
+json.dump(nb, open(path, "w", encoding="utf-8"), ensure_ascii=False, indent=1)
+PY
 # The back matter comes along: chapters link glossary terms and cite keys, and the
 # Claims page shows this chapter's claims (also written to $OUT/_build/claims.json).
 printf 'format: jb-book\nroot: intro\nchapters:\n  - file: chapters/%s\n  - file: claims\n  - file: glossary\n  - file: references\n' "$SLUG" > "$OUT/_toc.yml"
