@@ -28,6 +28,39 @@ def setup(app):
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
+# --------------------------------------------------------------------------- citations
+# Author–year citations in round brackets: {cite:p} gives "(Elhage et al., 2021)" and
+# {cite:t} "Elhage et al. (2021)". sphinxcontrib-bibtex's author_year style uses square
+# brackets; this registers the same style with round ones as "author_year_round"
+# (_config.yml: bibtex_reference_style). Registered on import, before the config is read.
+
+def _register_round_citations():
+    import dataclasses
+
+    try:
+        import sphinxcontrib.bibtex.plugin as _plugin
+        from sphinxcontrib.bibtex.style.referencing import BracketStyle
+        from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
+    except ImportError:  # the bibliography extension is not installed: nothing to register
+        return
+
+    def round_brackets() -> BracketStyle:
+        return BracketStyle(left="(", right=")", sep="; ")
+
+    @dataclasses.dataclass
+    class RoundAuthorYear(AuthorYearReferenceStyle):
+        bracket_parenthetical: BracketStyle = dataclasses.field(default_factory=round_brackets)
+        bracket_textual: BracketStyle = dataclasses.field(default_factory=round_brackets)
+        bracket_author: BracketStyle = dataclasses.field(default_factory=round_brackets)
+        bracket_label: BracketStyle = dataclasses.field(default_factory=round_brackets)
+        bracket_year: BracketStyle = dataclasses.field(default_factory=round_brackets)
+
+    _plugin.register_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_round", RoundAuthorYear, force=True)
+
+
+_register_round_citations()
+
+
 # --------------------------------------------------------------------------- claims and evidence
 # Each claim a chapter registers (helpers.claims) is displayed under its cell as
 # <details class="rs-claim ..." id="claim-ch4-fact-site" data-claim="{json}">.

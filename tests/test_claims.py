@@ -483,3 +483,16 @@ def test_collector_names_a_claim_whose_output_was_removed_from_the_page(tmp_path
     assert ext._claims_not_shown(app, "chapters/09_x", {"claim-ch9-shown", "claim-ch9-hidden"}) == []
     assert ext._claims_not_shown(app, "chapters/09_x", {"claim-ch9-shown"}) == ["ch9.hidden"]
     assert ext._claims_not_shown(app, "chapters/10_missing", set()) == []
+
+
+def test_config_names_a_citation_style_the_extension_registers():
+    import yaml
+    from sphinxcontrib.bibtex.plugin import find_plugin
+
+    load_extension()
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert config["bibtex_bibfiles"] == ["references.bib"]
+    name = config["sphinx"]["config"]["bibtex_reference_style"]
+    style = find_plugin("sphinxcontrib.bibtex.style.referencing", name)()
+    assert (style.bracket_parenthetical.left, style.bracket_parenthetical.right) == ("(", ")")
+    assert "bibtex.duplicate_citation" in config["sphinx"]["config"]["suppress_warnings"]
