@@ -76,8 +76,10 @@
       u["sliders[" + i + "].bordercolor"] = c.line;
       u["sliders[" + i + "].tickcolor"] = c.line;
     });
+    // notes the author gave no colour follow the theme (remembered: after the first pass they have one)
+    if (!gd._rsAutoNotes) gd._rsAutoNotes = (gd.layout.annotations || []).map(function (a) { return !a.font || !a.font.color; });
     (gd.layout.annotations || []).forEach(function (a, i) {
-      if (!a.font || !a.font.color) u["annotations[" + i + "].font.color"] = c.text;
+      if (gd._rsAutoNotes[i]) u["annotations[" + i + "].font.color"] = c.text;
     });
     return u;
   }
@@ -162,6 +164,11 @@
       var plotW = L.width - L.margin.l - L.margin.r, x = typeof a.x === "number" ? a.x : 0.5;
       var left = x * plotW + L.margin.l, right = (1 - x) * plotW + L.margin.r;
       var room = a.xanchor === "left" ? right : a.xanchor === "right" ? left : 2 * Math.min(left, right);
+      // a subplot title (centred over a subplot) gets that subplot's width
+      Object.keys(L).forEach(function (k) {
+        var d = /^xaxis\d*$/.test(k) && L[k].domain;
+        if (d && a.xref === "paper" && Math.abs((d[0] + d[1]) / 2 - x) < 0.01) room = Math.min(room, (d[1] - d[0]) * plotW + 16);
+      });
       var size = (a.font && a.font.size) || (L.font && L.font.size) || 13;
       var w = wrap(a.text, Math.max(80, room - 8), size);
       if (w !== a.text) u["annotations[" + i + "].text"] = w;

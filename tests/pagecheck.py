@@ -93,6 +93,12 @@ function rgb(c) {
   }
   return null;
 }
+// An SVG element's fill as {r, g, b, a}, its fill-opacity folded into a.
+function fillOf(el) {
+  const cs = getComputedStyle(el), c = rgb(cs.fill);
+  if (c) c.a *= parseFloat(cs.fillOpacity || '1');
+  return c;
+}
 function lum(c) {
   const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
   return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
@@ -211,18 +217,33 @@ document.querySelectorAll('.rs-figure .js-plotly-plot').forEach((gd, index) => {
     const bc = rgb(cs.borderTopColor);
     if (parseFloat(cs.borderTopWidth) > 0 && bc && bc.a > 0.5 && contrast(bc, bg) > 3) { probs.push(`the frame's border ${cs.borderTopColor} glares on the ${dark ? 'dark' : 'light'} page`); break; }
   }
+  // text on the figure's own background (titles, ticks, notes, legend) readable in this theme
+  if (paper) {
+    let worst = null;
+    gd.querySelectorAll('.infolayer text, .xaxislayer-above text, .yaxislayer-above text, .annotation text').forEach(t => {
+      if (!visible(t) || t.closest('.updatemenu-container') || t.closest('.slider-container')) return;
+      const ann = t.closest('.annotation');
+      const annBg = ann && ann.querySelector('.bg') && fillOf(ann.querySelector('.bg'));
+      if (annBg && annBg.a > 0.5) return;  // a note on its own box
+      const tc = fillOf(t);
+      if (!tc || tc.a < 0.5) return;
+      const k = contrast(tc, paper);
+      if (k < 4.5 && (!worst || k < worst.k)) worst = {k, t: t.textContent};
+    });
+    if (worst) probs.push(`text "${worst.t.slice(0, 30)}" has contrast ${worst.k.toFixed(1)}:1 on the figure background (needs 4.5)`);
+  }
   // controls: label text readable on its button (WCAG AA, 4.5:1)
   gd.querySelectorAll('.updatemenu-button, .updatemenu-header').forEach(btn => {
     if (!visible(btn) || btn.closest('.updatemenu-dropdown-button-group')) return;
     const rect = btn.querySelector('rect'), text = btn.querySelector('text');
     if (!rect || !text) return;
-    const f = rgb(getComputedStyle(rect).fill), tc = rgb(getComputedStyle(text).fill);
+    const f = fillOf(rect), tc = fillOf(text);
     if (f && tc && contrast(f, tc) < 4.5)
       probs.push(`menu label "${text.textContent}" has contrast ${contrast(f, tc).toFixed(1)}:1 on its button (needs 4.5)`);
   });
   gd.querySelectorAll('.slider-container text').forEach(text => {
     if (!visible(text)) return;
-    const tc = rgb(getComputedStyle(text).fill);
+    const tc = fillOf(text);
     if (paper && tc && contrast(paper, tc) < 4.5)
       probs.push(`slider label "${text.textContent}" has contrast ${contrast(paper, tc).toFixed(1)}:1 (needs 4.5)`);
   });
@@ -263,7 +284,7 @@ else if (side) {
 let link = null;
 if (open && where) {
   const links = Array.from(where.querySelectorAll('a.reference.internal, nav a[href]'))
-    .filter(a => /chapters\//.test(a.getAttribute('href') || ''));
+    .filter(a => /\.html(#|$)/.test(a.getAttribute('href') || '') && !/^(https?:)?\/\//.test(a.getAttribute('href')));
   for (const a of links) {
     const r = a.getBoundingClientRect();
     if (r.width < 1 || r.height < 1) continue;

@@ -94,6 +94,9 @@ def _defect_figures():
         "no_colour_bar": (go.Figure(go.Heatmap(z=[[1, 2], [3, 4]], showscale=False), layout={"title": "Heat"}),
                           "neither a colour bar"),
         "tick_overlap": (ticks, "overlap"),
+        "faint_text": (_bar(title="Faint", annotations=[{"text": "pale note", "x": "a", "y": 1, "showarrow": False,
+                                                         "font": {"color": "#dddddd"}}]),
+                       'text "pale note" has contrast'),
     }
 
 
@@ -122,7 +125,7 @@ def fixture_reports(tmp_path_factory):
     for name, (body, _) in PAGE_DEFECTS.items():
         pages[name] = _page(body)
     # The control: the figures that can be fixed by layout rules, through book_layout, with the book's assets.
-    fixable = ["clipped_title", "modebar", "small_font", "contrast", "no_colour_bar"]
+    fixable = ["clipped_title", "modebar", "small_font", "contrast", "no_colour_bar"]  # small_font has a note
     figs = _defect_figures()
     body = THEME_SIDEBAR + "".join(_figure(figs[n][0], fixed=True) for n in fixable)
     good = _bar(title="Menus", meta={"view": "K"}, updatemenus=[_menus(active=1, title_args=True)])
