@@ -1,5 +1,6 @@
 """Shared test set-up: no model hub, deterministic hashing, repository paths."""
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -7,6 +8,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+sys.path.insert(0, str(ROOT / "tools"))  # authoring tools (nbtools, nbbuild) are not part of the package
 
 import pytest
 
@@ -63,3 +65,33 @@ def _grad_mode_restored():
     torch.set_grad_enabled(True)
     yield
     torch.set_grad_enabled(True)
+
+
+#: Tests that take minutes: marked ``slow`` here so a contributor can run the rest in under two
+#: minutes with ``-m "not slow and not book and not browser"`` (README, "Tests").
+SLOW_TESTS = {
+    "test_wheel.py": None,                        # builds the wheel; installs it into a fresh environment
+    "test_zoo_train.py": None,                    # trains both tiny recipes
+    "test_exercises.py": {"test_every_registered_exercise_accepts_its_solution_and_names_each_mistake",
+                          "test_every_registered_function_exercise_rejects_a_constant"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark chapter notebooks (nbval items) and known-slow tests ``slow``; the book build ``book``;
+    the headless-Chromium checks ``browser``."""
+    for item in items:
+        path = Path(str(item.fspath))
+        name = item.name.split("[")[0]
+        if path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+        if path.name in SLOW_TESTS and (SLOW_TESTS[path.name] is None or name in SLOW_TESTS[path.name]):
+            item.add_marker(pytest.mark.slow)
+        if path.name == "test_book.py":
+            if "built_book" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.book)
+                item.add_marker(pytest.mark.slow)
+            if "chromium" in name:
+                item.add_marker(pytest.mark.browser)
+        if path.name == "test_pagecheck.py":
+            item.add_marker(pytest.mark.browser)

@@ -12,7 +12,7 @@ from conftest import CHAPTERS, ROOT
 sys.path.insert(0, str(ROOT / "tools"))
 import nbmeta  # noqa: E402
 
-from helpers import nbtools
+import nbtools
 
 
 def md(text):
@@ -99,7 +99,7 @@ def test_unbalanced_markers_are_refused():
 
 def test_tool_on_a_chapter_copy_and_the_clean_notebook_check_agree(tmp_path):
     """On a copy of a real chapter: check fails, apply fixes it, a second apply changes
-    nothing, helpers.nbtools accepts (and its strip keeps) the new metadata."""
+    nothing, tools/nbtools.py accepts (and its strip keeps) the new metadata."""
     src = next(p for p in CHAPTERS if p.name.startswith("01_"))
     path = tmp_path / src.name
     path.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")

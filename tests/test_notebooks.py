@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 import helpers
-from helpers import nbtools
+import nbtools
+from nbtools import SETUP
 
 from conftest import CHAPTERS, ROOT
 
-SETUP = (ROOT / "tools" / "nbbuild.py").read_text().split("SETUP = '''")[1].split("'''")[0]
 
 
 def _nb(path):
@@ -32,13 +32,33 @@ def test_notebook_anatomy(path):
     title = "".join(cells[0]["source"])
     assert cells[0]["cell_type"] == "markdown" and re.match(r"# \d+ · ", title), "first cell: '# N · Title'"
     assert "You will be able to" in title and "Prerequisites" in title
-    assert cells[1]["cell_type"] == "code" and "".join(cells[1]["source"]).strip() == SETUP.strip(), \
-        "the second cell must be the standard setup cell (tools/nbbuild.py SETUP)"
+    assert nbtools.setup_cell_problem({"cells": cells}) is None
     sources = ["".join(c["source"]) for c in cells]
     assert sum("exercise-start" in s for s in sources) >= 3, "at least three exercises"
     assert sum("solution-start" in s for s in sources) >= 3, "every exercise has a folded solution"
     assert any("assert " in s for s in sources if s), "a chapter checks its claims"
     assert not any(".show()" in s for s in sources), "use helpers.show(fig), not fig.show()"
+
+
+def test_setup_cell_check_can_fail():
+    """The anatomy check compares the whole cell: one changed character is caught."""
+    import nbbuild
+
+    cells = [{"cell_type": "markdown", "source": ["# 1 · T"]}, dict(nbbuild.setup())]
+    assert "".join(cells[1]["source"]) == SETUP and nbtools.setup_cell_problem({"cells": cells}) is None
+    cells[1]["source"] = SETUP.replace('"-q"', '"-qq"')
+    assert "at line 4" in nbtools.setup_cell_problem({"cells": cells})
+    assert "code cell" in nbtools.setup_cell_problem({"cells": cells[:1]})
+
+
+def test_contributing_points_to_the_setup_cell_instead_of_copying_it():
+    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    assert "tools/nbtools.py" in text and "SETUP" in text
+    assert "importlib.util.find_spec" not in text, "CONTRIBUTING.md must not keep a second copy of the setup cell"
+
+
+def test_authoring_tools_are_not_in_the_package():
+    assert not (ROOT / "helpers" / "nbtools.py").exists()
 
 
 def test_every_chapter_is_in_the_toc_and_nothing_else():

@@ -7,11 +7,16 @@ Used while drafting; the .ipynb it writes is the source that ships.
 """
 from __future__ import annotations
 
+import sys
 import textwrap
+from pathlib import Path
 
 import nbformat
 
-KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbtools import KERNELSPEC, SETUP  # noqa: E402  (the one definition of the setup cell)
+
+__all__ = ["md", "code", "write", "setup", "SETUP"]
 
 
 def md(text: str):
@@ -32,9 +37,6 @@ def write(cells, path: str) -> None:
     nbformat.write(nb, path)
 
 
-SETUP = '''# Setup: in Colab this installs the book's helpers package; locally it does nothing.
-import importlib.util, subprocess, sys
-if importlib.util.find_spec("helpers") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/residual-stream/residual-stream"], check=True)
-import helpers'''
+def setup():
+    """The standard setup cell, as a code cell (every chapter's second cell)."""
+    return nbformat.v4.new_code_cell(SETUP)

@@ -123,7 +123,7 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, nb: dict) -> None:
-    # the layout helpers.nbtools.strip writes, so a later strip leaves no diff
+    # the layout tools/nbtools.py strip writes, so a later strip leaves no diff
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -1,14 +1,23 @@
-"""Keep chapter notebooks clean: no outputs, no execution counts, plain metadata.
+"""Authoring tool: keep chapter notebooks clean, and the one setup cell every chapter starts with.
 
-``python -m helpers.nbtools strip chapters/*.ipynb`` rewrites notebooks in place;
-``python -m helpers.nbtools check chapters/*.ipynb`` lists what is not clean
-(the test suite runs the same check).
+``.venv/bin/python tools/nbtools.py strip chapters/*.ipynb`` rewrites notebooks in place;
+``.venv/bin/python tools/nbtools.py check chapters/*.ipynb`` lists what is not clean
+(the test suite runs the same check, and checks each chapter's second cell equals
+:data:`SETUP`). Not part of the ``helpers`` package: readers never need it.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+#: The second cell of every chapter, exactly (tests/test_notebooks.py checks each chapter against it).
+SETUP = """# Setup: in Colab this installs the book's helpers package; locally it does nothing.
+import importlib.util, subprocess, sys
+if importlib.util.find_spec("helpers") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "git+https://github.com/residual-stream/residual-stream"], check=True)
+import helpers"""
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
@@ -39,6 +48,19 @@ def problems(path: str | Path) -> list[str]:
     return found
 
 
+def setup_cell_problem(nb: dict) -> str | None:
+    """Why the notebook's second cell is not exactly :data:`SETUP` (None when it is)."""
+    cells = nb.get("cells", [])
+    if len(cells) < 2 or cells[1].get("cell_type") != "code":
+        return "the second cell must be a code cell: the setup cell"
+    src = "".join(cells[1]["source"])
+    if src != SETUP:
+        line = next((i for i, (a, b) in enumerate(zip(src.splitlines(), SETUP.splitlines())) if a != b),
+                    min(len(src.splitlines()), len(SETUP.splitlines())))
+        return f"the second cell differs from the setup cell (tools/nbtools.py SETUP) at line {line + 1}"
+    return None
+
+
 def strip(path: str | Path) -> None:
     """Remove outputs, execution counts and editor metadata from a notebook."""
     p = Path(path)
@@ -56,7 +78,7 @@ def strip(path: str | Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("strip", "check"):
-        print("usage: python -m helpers.nbtools {strip|check} NOTEBOOK...", file=sys.stderr)
+        print("usage: python tools/nbtools.py {strip|check} NOTEBOOK...", file=sys.stderr)
         return 2
     bad = 0
     for path in argv[1:]:
