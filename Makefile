@@ -25,6 +25,7 @@ test: $(STAMP) $(BROWSER_STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/chapters.py
 	$(BIN)/python benchmarks/loading.py
+	$(BIN)/python benchmarks/lab.py
 
 env: $(STAMP)
 

@@ -80,10 +80,12 @@ class Lab:
             time.sleep(0.5)
             return {}
         return self.driver.execute_async_script(
-            "const done = arguments[0];"
+            "const done = arguments[0]; const t0 = Date.now();"
+            "(function wait() { if (!window.rsLab) { if (Date.now() - t0 > 30000) done({error: 'window.rsLab never appeared'});"
+            " else setTimeout(wait, 20); return; }"
             "window.rsLab.ready.then(() => done({at: window.rsLab.firstResultAt,"
             " error: document.getElementById('lab-error').hidden ? null : document.getElementById('lab-error').textContent}))"
-            ".catch(e => done({error: String(e)}));")
+            ".catch(e => done({error: String(e)})); })();")
 
     def call(self, method: str, *args):
         """Await ``window.rsLab[method](...args)`` in the lab page (opened first if another page is shown)."""
@@ -107,11 +109,37 @@ class Lab:
                 failed.append(p["requestId"])
         return [{"url": url, "bytes": sizes.get(rid, 0), "failed": rid in failed} for rid, url in sent.items()]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the browser's processes: a measure of work that,
+        unlike wall time, does not grow when other programs share the CPU."""
+        tick = os.sysconf("SC_CLK_TCK")
+        children: dict[int, list[int]] = {}
+        stats = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+                stats[int(d.name)] = sum(int(x) for x in fields[11:15])
+        total, todo = 0, [self.driver.service.process.pid]
+        while todo:
+            pid = todo.pop()
+            total += stats.get(pid, 0)
+            todo += children.get(pid, [])
+        return total / tick
+
     def console_errors(self) -> list[str]:
         return [e["message"] for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"]
 
-    def screenshot(self, path: Path, width: int, height: int, dark: bool = False) -> Path:
+    def screenshot(self, path: Path, width: int, height: int, dark: bool = False, full: bool = False) -> Path:
+        """The lab at a window size, light or dark; ``full`` makes the window as tall as the page."""
         self.driver.set_window_size(width, height)
+        if full:
+            time.sleep(0.3)
+            tall = self.driver.execute_script("return Math.min(document.documentElement.scrollHeight, 12000)")
+            self.driver.set_window_size(width, int(tall) + 100)
         self.driver.execute_script(f"document.documentElement.dataset.theme = '{'dark' if dark else 'light'}';"
                                    "document.documentElement.dataset.mode = arguments[0];",
                                    "dark" if dark else "light")

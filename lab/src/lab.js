@@ -16,6 +16,15 @@ const MODELS = {
 const DEFAULTS = { model: "rs-gpt2-4l", prompt: "The Eiffel Tower is located in", target: " Paris", rival: " London" };
 const REPEAT_LENGTH = 20;
 
+const marks = {};           // milliseconds since navigation start, for the benchmark
+const mark = (name) => { marks[name] ??= performance.now(); };
+mark("script");
+
+// A one-node graph (Identity), made with onnx.helper: creating a session for it at once makes
+// onnxruntime fetch and compile its WebAssembly while the model's files are still downloading.
+const WARMUP_ONNX = "CAgSE3Jlc2lkdWFsLXN0cmVhbS1sYWI6PAoQCgF4EgF5IghJZGVudGl0eRIGd2FybXVwWg8KAXgSCgoICAESBAoCCAFiDwoBeRIKCggIARIECgIIAUIECgAQEQ==";
+const warmup = ort.InferenceSession.create(Uint8Array.from(atob(WARMUP_ONNX), (c) => c.charCodeAt(0)),
+  { executionProviders: ["wasm"] }).then(() => mark("wasm"), () => mark("wasm"));
 const loaded = new Map();   // model name -> Promise<{session, tokenizer, meta}>
 const state = {
   model: DEFAULTS.model, ids: null, repeat: null, seed: 0,
@@ -38,11 +47,15 @@ function loadModel(name) {
       const [bytes, packed, tokJson, tokConfig, meta] = await Promise.all([
         get("model.onnx"), get("weights.bin.gz"), get("tokenizer.json", "json"), get("tokenizer_config.json", "json"),
         get("meta.json", "json")]);
+      mark("fetched");
       const weights = await unpackWeights(packed, meta.weights_bytes);
+      mark("unpacked");
+      await warmup;
       const session = await ort.InferenceSession.create(bytes, {
         executionProviders: ["wasm"], graphOptimizationLevel: "all",
         externalData: [{ path: "weights.bin", data: weights }],
       });
+      mark("session");
       return { session, tokenizer: new Tokenizer(tokJson, tokConfig), meta, name };
     })());
     loaded.get(name).catch(() => loaded.delete(name));
@@ -165,7 +178,13 @@ export function show(s) {
 const fmt = (x, n = 3) => (x === null || x === undefined || Number.isNaN(x) ? "—" : x.toFixed(n));
 const pct = (p) => (p >= 0.995 ? "100%" : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : "<0.1%");
 
-function decodeOne(m, id) { return m.tokenizer.decode([id]); }
+// One token's text, remembered: the panels ask for the same few tokens many times.
+function decodeOne(m, id) {
+  m.strings ??= new Map();
+  let s = m.strings.get(id);
+  if (s === undefined) { s = m.tokenizer.decode([id]); m.strings.set(id, s); }
+  return s;
+}
 
 // ------------------------------------------------------------------ the page
 function build() {
@@ -239,7 +258,12 @@ function build() {
   els.layer.addEventListener("change", () => { state.layer = +els.layer.value; drawPattern(); });
   els.head.addEventListener("change", () => { state.head = +els.head.value; drawPattern(); });
   els.canvas.addEventListener("mousemove", hoverPattern);
-  new MutationObserver(() => drawPattern()).observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
+  new MutationObserver(() => { refreshLook(); drawPattern(); })
+    .observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
+  new ResizeObserver((entries) => {
+    const w = Math.round(entries[0].contentRect.width);
+    if (w && w !== look.width) { look.width = w; drawPattern(); }
+  }).observe(root);
 }
 
 let current = null;   // the loaded model the panels show
@@ -287,11 +311,12 @@ function schedule(delay = 0) {
 
 // One full update: load the model if needed, tokenise, run, render every panel.
 async function update() {
-  const started = performance.now();
-  let m;
+  let m, loadMs = 0;
   try {
     els.status.textContent = `Loading ${state.model}…`;
+    const t = performance.now();
     m = await loadModel(state.model);
+    loadMs = performance.now() - t;
   } catch (e) {
     setError(`The model could not be loaded: ${e.message}`);
     els.status.textContent = "";
@@ -314,14 +339,15 @@ async function update() {
       els.rival.value = decodeOne(m, rival);
     }
     if (target === rival) throw new LabError("The target and the rival are the same token: pick two different tokens.");
+    const started = performance.now();
     const r = await analyse(m, ids, target, rival, state.ablate, state.repeat ? REPEAT_LENGTH : null);
     state.result = r;
     setError(null);
     render(m, r);
     const ms = performance.now() - started;
-    state.timings.push({ forward: r.ms.forward, total: r.ms.total, withLoad: ms, T: ids.length });
+    state.timings.push({ forward: r.ms.forward, numbers: r.ms.total, withPanels: ms, load: loadMs, T: ids.length });
     els.status.textContent = `${m.name} · ${ids.length} tokens · forward pass and every panel in ` +
-      `${r.ms.total.toFixed(0)} ms, in this browser` + (ms > r.ms.total + 50 ? ` (loading the model took ${(ms - r.ms.total).toFixed(0)} ms).` : ".");
+      `${ms.toFixed(0)} ms, in this browser` + (loadMs > 20 ? ` (loading the model took ${loadMs.toFixed(0)} ms).` : ".");
     root.dataset.ready = "1";
   } catch (e) {
     if (!(e instanceof LabError)) console.error(e);
@@ -409,22 +435,28 @@ function render(m, r) {
   drawPattern();
 }
 
-function cssVar(name, fallback) {
-  const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-  return v || fallback;
+// Theme colours and the canvas size, read once and again only when they change: reading them
+// forces the browser to lay the page out, which would cost more than the forward pass.
+const look = { theme: null, bg: "#fff", line: "#ccc", width: 320 };
+function refreshLook() {
+  const style = getComputedStyle(document.documentElement);
+  look.theme = document.documentElement.dataset.theme;
+  look.bg = style.getPropertyValue("--pst-color-background").trim() || "#fff";
+  look.line = style.getPropertyValue("--pst-color-border").trim() || "#ccc";
 }
 
 function drawPattern() {
   const r = state.result, m = current;
   if (!r || !m) return;
   const T = r.ids.length, H = m.meta.n_heads, { layer: l, head: hd } = state;
-  const box = Math.min(els.canvas.parentElement.clientWidth - 8 || 320, 480);
+  if (look.theme !== document.documentElement.dataset.theme) refreshLook();
+  const box = Math.max(120, Math.min(look.width - 8, 480));
   const dpr = window.devicePixelRatio || 1;
   els.canvas.style.width = `${box}px`; els.canvas.style.height = `${box}px`;
   els.canvas.width = Math.round(box * dpr); els.canvas.height = Math.round(box * dpr);
   const ctx = els.canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = cssVar("--pst-color-background", "#fff");
+  ctx.fillStyle = look.bg;
   ctx.fillRect(0, 0, box, box);
   const cell = box / T;
   const dark = document.documentElement.dataset.theme === "dark";
@@ -433,7 +465,7 @@ function drawPattern() {
     ctx.fillStyle = dark ? `rgba(86,180,233,${p})` : `rgba(0,114,178,${p})`;
     ctx.fillRect(k * cell, q * cell, Math.ceil(cell), Math.ceil(cell));
   }
-  ctx.strokeStyle = cssVar("--pst-color-border", "#ccc");
+  ctx.strokeStyle = look.line;
   ctx.strokeRect(0.5, 0.5, box - 1, box - 1);
   els.canvas.dataset.layer = l; els.canvas.dataset.head = hd;
 }
@@ -462,7 +494,7 @@ async function start() {
 
 // For the browser tests and the benchmark: drive the page and read what it computed.
 window.rsLab = {
-  state,
+  state, marks,
   ready: null,
   // Set the controls as a reader would and wait until every panel is redrawn.
   async set({ model, prompt, target, rival, ablate, repeat } = {}) {
@@ -494,7 +526,7 @@ window.rsLab = {
       const t0 = performance.now();
       const r = await analyse(m, ids, ids[ids.length - 1], ids[1], state.ablate);
       render(m, r);
-      out.push(performance.now() - t0);
+      out.push({ total: performance.now() - t0, forward: r.ms.forward });
     }
     return out;
   },
