@@ -459,6 +459,7 @@ def _setup_claims(app):
 # "not attempted" return value) is not shown: without a kernel there is nothing to try.
 
 _STUB = _re.compile(r"^\s*raise NotImplementedError\b", _re.M)
+_CHECKER_CALL = _re.compile(r"^\S*check_\w+\(.*\)\s*;?\s*$", _re.M)
 _ICON_CLASS = _re.compile(r"\bfa-([a-z0-9-]+)")
 # One icon in fontawesome.js: name:[width,height,[aliases],"unicode","path" or [paths]]
 _ICON_ENTRY = _re.compile(r'(?P<name>"[a-z0-9-]+"|[a-z][a-z0-9]*):\[\d+,\d+,\[(?P<aliases>[^\]]*)\],"[0-9a-f]+",'
@@ -466,7 +467,8 @@ _ICON_ENTRY = _re.compile(r'(?P<name>"[a-z0-9-]+"|[a-z][a-z0-9]*):\[\d+,\d+,\[(?
 
 
 def _hide_stub_outputs(app, doctree):
-    """Drop the outputs of exercise stubs (code cells whose function still raises NotImplementedError)."""
+    """Drop the outputs of exercise stubs (code cells whose function still raises NotImplementedError),
+    and the ``False`` a checker returns under a prediction stub (``guess = ...``)."""
     for cell in list(doctree.findall(_nodes.container)):
         if "cell" not in cell.get("classes", []):
             continue
@@ -479,6 +481,14 @@ def _hide_stub_outputs(app, doctree):
             for child in list(cell.children):
                 if "cell_output" in child.get("classes", []):
                     cell.remove(child)
+        elif _CHECKER_CALL.search(source):  # a prediction stub: its checker returned False (not attempted)
+            for out in list(cell.findall(_nodes.literal_block)):
+                if "text_plain" in out.get("classes", []) and out.astext().strip() == "False":
+                    parent = out.parent
+                    parent.remove(out)
+                    while parent is not cell and not parent.children and parent.parent is not None:
+                        parent, child = parent.parent, parent
+                        parent.remove(child)
 
 
 def _page_assets(app, pagename, templatename, context, doctree):
