@@ -163,3 +163,43 @@ def test_glossary_and_references_pages_list_every_term_and_entry(built_book):
     assert glossary.count('<dt id="term-') >= 40, "the glossary lost terms"
     references = (built_book / "references.html").read_text(encoding="utf-8")
     assert references.count('role="doc-biblioentry"') == len(_bib_keys()), "references.html must list every entry"
+
+
+# --------------------------------------------------------------------------- what the static page hides
+
+def _cell(source: str, outputs: list[tuple[str, str]]):
+    from docutils import nodes
+
+    cell = nodes.container(classes=["cell"])
+    inp = nodes.container(classes=["cell_input"])
+    inp += nodes.literal_block(source, source)
+    cell += inp
+    out = nodes.container(classes=["cell_output"])
+    for kind, text in outputs:
+        out += nodes.literal_block(text, text, classes=["output", kind])
+    cell += out
+    return cell
+
+
+def test_static_book_hides_exercise_stub_outputs():
+    import sys
+    from docutils import nodes
+
+    sys.path.insert(0, str(ROOT / "_ext"))
+    import rs_book
+
+    doc = nodes.section()
+    doc += _cell("def f():\n    raise NotImplementedError\n\nhelpers.stream.check_f(f)", [("text_plain", "False")])
+    doc += _cell("guess = ...\nffn.check_guess(guess)", [("stream", "measured: 3"), ("text_plain", "False")])
+    doc += _cell("x = compute()\nx", [("text_plain", "False")])  # an ordinary False stays
+    rs_book._hide_stub_outputs(None, doc)
+    texts = [[n.astext() for n in c.findall(nodes.literal_block) if "output" in n.get("classes", [])]
+             for c in doc.children]
+    assert texts == [[], ["measured: 3"], ["False"]], texts
+
+
+def test_built_pages_show_no_stub_output(built_book):
+    for page in (built_book / "chapters").glob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        assert "not attempted" not in html, f"{page.name} shows an exercise reminder"
+        assert "<pre><span></span>False</pre>" not in html, f"{page.name} shows a checker's False"
