@@ -343,6 +343,12 @@ async function update() {
     const r = await analyse(m, ids, target, rival, state.ablate, state.repeat ? REPEAT_LENGTH : null);
     state.result = r;
     setError(null);
+    if (state.repeat && state.shownRepeat !== state.repeat) {   // a new repeated sequence: show its best induction head
+      state.shownRepeat = state.repeat;
+      let best = -1;
+      r.induction.forEach((row, l) => row.forEach((v, hd) => { if (v > best) { best = v; state.layer = l; state.head = hd; } }));
+      els.layer.value = state.layer; els.head.value = state.head;
+    }
     render(m, r);
     const ms = performance.now() - started;
     state.timings.push({ forward: r.ms.forward, numbers: r.ms.total, withPanels: ms, load: loadMs, T: ids.length });
