@@ -143,7 +143,7 @@ class _Graph:
         return out
 
 
-def _layer_norm(g: _Graph, x: str, axes_last: str, eps: str):
+def _layer_norm(g: _Graph, x: str, eps: str):
     """Centre and rescale along the last axis (the folded LayerNorm). Returns (normalised, scale)."""
     mean = g.op("ReduceMean", [x], axes=[-1], keepdims=1)
     xc = g.op("Sub", [x, mean])
@@ -192,7 +192,7 @@ def build_graph(w: dict, n_ctx: int, name: str):
     patterns, zs, mlps = [], [], []
     inv_sqrt = g.const("attn_scale", f32(1.0 / math.sqrt(dh)))
     for l in range(L):
-        x, _ = _layer_norm(g, resid, "", eps)
+        x, _ = _layer_norm(g, resid, eps)
         heads = {}
         for kind in ("Q", "K", "V"):
             Wm = w[f"W_{kind}"][l].transpose(1, 0, 2).reshape(d, H * dh)           # [d, H*dh], head-major columns
@@ -220,7 +220,7 @@ def build_graph(w: dict, n_ctx: int, name: str):
         writes_last += [g.op("Reshape", [head_last, g.const(f"shape_hd_{l}", i64([H, d]))]),
                         g.op("Unsqueeze", [b_O, zero1])]
         if has_mlp:
-            x2, _ = _layer_norm(g, resid, "", eps)
+            x2, _ = _layer_norm(g, resid, eps)
             pre = g.op("Add", [g.op("MatMul", [x2, g.const(f"W_in_{l}", f32(w["W_in"][l]))]),
                                g.const(f"b_in_{l}", f32(w["b_in"][l]))])
             # gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -240,10 +240,10 @@ def build_graph(w: dict, n_ctx: int, name: str):
         states.append(resid)
 
     g.op("Concat", [g.op("Unsqueeze", [s, zero1]) for s in states], name="resid", axis=0)   # [L+1, T, d]
-    normed, scale = _layer_norm(g, "resid", "", eps)                                          # [L+1, T, d]
+    normed, scale = _layer_norm(g, "resid", eps)                                          # [L+1, T, d]
     g.op("Add", [g.op("MatMul", [normed, W_U]), b_U], name="lens_logits")
     g.op("Gather", ["lens_logits", g.const("i_final", i64(L))], name="logits", axis=0)       # [T, V]
-    final_scale = g.op("Gather", [scale, f"i_final"], axis=0)                                 # [T, 1]
+    final_scale = g.op("Gather", [scale, "i_final"], axis=0)                                 # [T, 1]
     g.op("Reshape", [final_scale, minus1], name="final_scale")                                # [T]
     writers = g.op("Concat", writes_last, axis=0)                                             # [P-1, d]
     wc = g.op("Sub", [writers, g.op("ReduceMean", [writers], axes=[-1], keepdims=1)])

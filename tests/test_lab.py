@@ -302,6 +302,9 @@ def test_page_matches_python_on_the_canonical_prompts_and_ablations(lab, lab_sit
             checked += 1
     assert checked >= 2 * (len(export.CANONICAL) + 2)
     lab.call("set", {"model": "rs-gpt2-4l", "ablate": {"heads": [], "mlps": []}})
+    urls = [r["url"] for r in lab.requests()]
+    assert any("rs-attn-2l/weights.bin.gz" in u for u in urls), "choosing the other model loads it"
+    assert not [u for u in urls if not u.startswith((lab.base, "data:", "blob:", "about:"))]
 
 
 @pytest.mark.browser
@@ -373,8 +376,9 @@ def test_screenshots_of_the_lab(lab):
     lab.call("set", {"model": "rs-gpt2-4l", "prompt": "The Eiffel Tower is located in", "target": " Paris",
                      "rival": " London", "ablate": {"heads": [], "mlps": []}})
     shots = ROOT / "_build" / "screenshots"
-    paths = [lab.screenshot(shots / f"lab-{w}x{h}-{mode}.png", w, h, dark=mode == "dark")
-             for w, h in ((1280, 900), (390, 844)) for mode in ("light", "dark")]
+    paths = [lab.screenshot(shots / f"lab-{w}x{h}-{mode}{'-full' if full else ''}.png", w, h,
+                            dark=mode == "dark", full=full)
+             for w, h in ((1280, 900), (390, 844)) for mode in ("light", "dark") for full in (False, True)]
     assert all(p.stat().st_size > 10_000 for p in paths)
     assert not lab.console_errors()
 
