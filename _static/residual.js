@@ -127,7 +127,7 @@
     var px = narrow ? Math.min(base.size, 14) : base.size;
     var wrapped = cur ? wrap(cur, W - 28, px) : "";
     var lines = wrapped ? wrapped.split(/<br\s*\/?>/i).length : 0;
-    var top = Math.max(40, MODEBAR_BAND + Math.ceil(lines * px * 1.3) + 16 + (meta.menu_band || 0));
+    var top = Math.max(40, MODEBAR_BAND + Math.ceil(lines * px * 1.3) + 16 + (meta.menu_band || 0) + (meta.note_band || 0));
     if (wrapped !== cur) u["title.text"] = wrapped;
     if (px !== ((L.title && L.title.font && L.title.font.size) || 16)) u["title.font.size"] = px;
     if (Math.abs(L.margin.t - top) > 1) u["margin.t"] = top;
@@ -169,9 +169,14 @@
         var d = /^xaxis\d*$/.test(k) && L[k].domain;
         if (d && a.xref === "paper" && Math.abs((d[0] + d[1]) / 2 - x) < 0.01) room = Math.min(room, (d[1] - d[0]) * plotW + 16);
       });
-      var size = (a.font && a.font.size) || (L.font && L.font.size) || 13;
-      var w = wrap(a.text, Math.max(80, room - 8), size);
+      // first smaller type (down to 10 px), then a second line: a note grows upwards into what is above it
+      gd._rsNoteSize = gd._rsNoteSize || {};
+      var size = gd._rsNoteSize[i] = gd._rsNoteSize[i] || (a.font && a.font.size) || (L.font && L.font.size) || 13;
+      var one = a.text.split("<br >").join(" "), avail = Math.max(80, room - 8);
+      var fit = Math.max(10, Math.min(size, Math.floor(size * avail / Math.max(1, textWidth(one, size)))));
+      var w = wrap(one, avail, fit);
       if (w !== a.text) u["annotations[" + i + "].text"] = w;
+      if (fit !== ((a.font && a.font.size) || size)) u["annotations[" + i + "].font.size"] = fit;
     });
     gd._rsNarrow = narrow;
     Object.keys(u).forEach(function (k) { if (u[k] === undefined) delete u[k]; });

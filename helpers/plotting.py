@@ -301,6 +301,12 @@ def book_layout(fig):
     title.pop("automargin", None)
     layout["title"] = title
 
+    # notes standing on the plot's top edge (subplot titles) need a band under the title too
+    note_px = max([((a.get("font") or {}).get("size") or 16) for a in layout.get("annotations", []) or []
+                   if a.get("yref", "y") == "paper" and (a.get("y") or 0) >= 1 and a.get("yanchor") == "bottom"]
+                  or [0])
+    note_band = int(note_px * 1.4) if note_px else 0
+    meta["note_band"] = note_band
     menus_above = False
     for menu in layout.get("updatemenus", []) or []:
         # a row of buttons wider than a phone's figure becomes a dropdown
@@ -311,7 +317,7 @@ def book_layout(fig):
             menu.update(type="dropdown", direction="down")
         if (menu.get("y") if menu.get("y") is not None else 1) >= 1:
             menus_above = True
-            menu.update(y=1, yanchor="bottom", pad={"b": 6, "t": 0})
+            menu.update(y=1, yanchor="bottom", pad={"b": 6 + note_band, "t": 0})
     # Wrap titles a button or slider step switches to, the same way.
     for control in (layout.get("updatemenus") or []) + (layout.get("sliders") or []):
         for item in control.get("buttons", []) + control.get("steps", []):
@@ -324,7 +330,7 @@ def book_layout(fig):
         _title_lines(arg.get(key, "")) for control in (layout.get("updatemenus") or []) + (layout.get("sliders") or [])
         for item in control.get("buttons", []) + control.get("steps", []) for arg in item.get("args", []) or []
         if isinstance(arg, dict) for key in ("title.text", "title") if isinstance(arg.get(key), str)])
-    top = MODEBAR_BAND_PX + int(lines * font_px * 1.3) + 16 + (MENU_BAND_PX if menus_above else 0)
+    top = MODEBAR_BAND_PX + int(lines * font_px * 1.3) + 16 + (MENU_BAND_PX if menus_above else 0) + note_band
     margin = layout.setdefault("margin", {})
     margin["t"] = max(top, 40)
     meta["menu_band"] = MENU_BAND_PX if menus_above else 0
