@@ -1033,3 +1033,56 @@ def check_subject_lens_prediction(answer) -> bool:
     if answer is not Ellipsis and answer not in RANK_BUCKETS:
         raise CheckFailed(f"predicted_bucket: choose one of {RANK_BUCKETS}, got {answer!r}.")
     return PREDICT_SUBJECT_LENS.check_value(answer)
+
+
+#: Answers for the value prediction: how many of a block's values put a token in their top 10.
+PROMOTE_BUCKETS = ("0", "1-5", "6-20", "more than 20")
+
+
+@torch.no_grad()
+def values_promoting(model, layer: int, token: int, k: int = 10) -> int:
+    """How many of block ``layer``'s values have ``token`` among the ``k`` tokens they push up most
+    (``v_i W_U``, computed in chunks of neurons so the ``d_mlp × d_vocab`` matrix is never held at once)."""
+    _check_model(model)
+    _check_layer(model, layer)
+    if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < model.cfg.d_vocab:
+        raise ValueError(f"token must be an id in 0..{model.cfg.d_vocab - 1}, got {token!r}.")
+    chunk = max(1, 2**22 // model.cfg.d_vocab)
+    W_out = model.W_out[layer]
+    return sum(int(((W_out[i:i + chunk] @ model.W_U).topk(k, dim=-1).indices == token).any(-1).sum())
+               for i in range(0, model.cfg.d_mlp, chunk))
+
+
+def promote_bucket(count: int) -> str:
+    """The bucket of ``PROMOTE_BUCKETS`` that a count falls in."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"count must be an int ≥ 0, got {count!r}.")
+    return PROMOTE_BUCKETS[0] if count == 0 else PROMOTE_BUCKETS[1] if count <= 5 else PROMOTE_BUCKETS[2] \
+        if count <= 20 else PROMOTE_BUCKETS[3]
+
+
+def solution_paris_values_bucket() -> str:
+    """Measured on the bundled model: how many of the last block's values have " Paris" in their top 10."""
+    model = _organism()
+    paris = model.tokenizer.encode(" Paris", add_special_tokens=False)[0]
+    return promote_bucket(values_promoting(model, model.cfg.n_layers - 1, paris, 10))
+
+
+PREDICT_PARIS_VALUES = Exercise(
+    id="ch4.predict-paris-values", name="predicted_paris_values", solution=solution_paris_values_bucket, cases=None,
+    mistakes=[
+        Mistake(value="0", why="even values that ignored Paris would catch it by chance: 512 values × 10 slots over "
+                "2,048 tokens put it in about 2.5 top-10 lists at random."),
+        Mistake(value="1-5", why="that is about what chance gives (512 × 10 / 2,048 ≈ 2.5); a frequent answer such as "
+                "a capital is favoured by more values than a random token."),
+        Mistake(value="more than 20", why="values are broad votes, not Paris detectors: each promotes a group of tokens, "
+                "so one answer sits in the top 10 of only a handful of them."),
+    ],
+)
+
+
+def check_paris_values_prediction(answer) -> bool:
+    """Predict-then-measure: how many of the last block's values put " Paris" in their top 10."""
+    if answer is not Ellipsis and answer not in PROMOTE_BUCKETS:
+        raise CheckFailed(f"predicted_paris_values: choose one of {PROMOTE_BUCKETS}, got {answer!r}.")
+    return PREDICT_PARIS_VALUES.check_value(answer)

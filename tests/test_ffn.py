@@ -204,3 +204,121 @@ def test_check_rank_one_update():
         ffn.check_rank_one_update(lambda W_, k, t, C: W_ + torch.outer(k / (k @ k), t - k @ W_))   # ignores C
     with pytest.raises(CheckFailed, match="target"):
         ffn.check_rank_one_update(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k), t - k @ W_))  # not normalised
+
+
+# ------------------------------------------------- sites, necessity and GPT-2 paths
+def test_subject_span_comes_from_the_tokenizer(model):
+    assert ffn.subject_span(model, "{S} is located in", "the Eiffel Tower") == (1, 3)      # The, Eiffel, Tower
+    first, last = ffn.subject_span(model, "The capital of {s} is", "France")
+    toks = model.to_str_tokens("The capital of France is")
+    assert "".join(toks[first:last + 1]).strip() == "France"
+    pairs = ffn.fact_pairs(model, W.facts_by_relation("landmark_city"))
+    for i in range(len(pairs)):                     # the template kept with each pair renders its prompt
+        assert W.render(pairs.templates[i], pairs.facts[i].subject) == pairs.prompts[i]
+        assert ffn.subject_span(model, pairs.templates[i], pairs.facts[i].subject)[1] == int(pairs.subject_last[i])
+    with pytest.raises(ValueError, match="slot"):
+        ffn.subject_span(model, "no slot", "France")
+
+
+def test_rows_per_pass_shrinks_with_the_model(model):
+    small = ffn.rows_per_pass(model, 8)
+    assert ffn.rows_per_pass(model, 80) < small              # longer prompts, fewer rows
+    big = type("M", (), {"cfg": type("C", (), {"n_layers": 12, "d_mlp": 3072, "d_model": 768, "d_vocab": 50257})()})()
+    assert 1 <= ffn.rows_per_pass(big, 8) < small / 10       # a GPT-2-small-sized model gets far fewer
+    with pytest.raises(ValueError, match="seq_len"):
+        ffn.rows_per_pass(model, 0)
+
+
+def _pair(model):
+    pairs = ffn.fact_pairs(model, W.facts_by_relation("landmark_city"))
+    i = pairs.prompts.index("The Eiffel Tower is located in")
+    T = int(pairs.last[i]) + 1
+    from helpers import patching
+    metric = patching.logit_diff_metric(pairs.answer[i:i + 1], pairs.wrong[i:i + 1])
+    return pairs.clean[i:i + 1, :T], pairs.corrupted[i:i + 1, :T], metric
+
+
+def test_neuron_patch_and_ablation_effects_match_one_run_per_neuron(model):
+    torch.set_grad_enabled(False)
+    clean, corr, metric = _pair(model)
+    patched = ffn.neuron_patch_effects(model, clean, corr, metric, 0, -1, batch_size=7)
+    ablated = ffn.neuron_ablation_effects(model, clean, metric, 0, batch_size=5)
+    assert patched.shape == ablated.shape == (model.cfg.d_mlp,)
+    _, cache = model.run_with_cache(clean)
+    for n in (0, int(patched.argmax()), model.cfg.d_mlp - 1):
+        def put(act, hook=None, n=n):
+            act[:, -1, n] = cache["blocks.0.mlp.hook_post"][0, -1, n]
+            return act
+
+        def zero(act, hook=None, n=n):
+            act[:, :, n] = 0.0
+            return act
+        ref_p = float(metric(model.run_with_hooks(corr, fwd_hooks=[("blocks.0.mlp.hook_post", put)]))[0])
+        ref_a = float(metric(model.run_with_hooks(clean, fwd_hooks=[("blocks.0.mlp.hook_post", zero)]))[0])
+        assert abs(float(patched[n]) - ref_p) < 1e-3 and abs(float(ablated[n]) - ref_a) < 1e-3
+    with pytest.raises(ValueError, match="same length"):
+        ffn.neuron_patch_effects(model, clean, corr[:, :-1], metric, 0, -1)
+    with pytest.raises(ValueError, match="one prompt"):
+        ffn.neuron_ablation_effects(model, clean.repeat(2, 1), metric, 0)
+
+
+def test_mean_ablation_sweep_matches_a_hand_hook(model):
+    from helpers import patching
+    torch.set_grad_enabled(False)
+    pairs = ffn.fact_pairs(model, W.facts_by_relation("country_capital"))
+    metric = patching.logit_diff_metric(pairs.answer, pairs.wrong, positions=pairs.last)
+    pos = torch.stack([pairs.subject_last, pairs.last], 1)
+    hooks = ["blocks.0.hook_mlp_out", "blocks.2.hook_attn_out"]
+    got = patching.mean_ablation_sweep(model, pairs.clean, metric, hooks, pos, reduce="none", batch_size=3 * len(pairs))
+    assert got.shape == (2, 2, len(pairs))
+    _, cache = model.run_with_cache(pairs.clean)
+    rows = torch.arange(len(pairs))
+    for h_i, h in enumerate(hooks):
+        for c in range(2):
+            mean = cache[h][rows, pos[:, c]].mean(0)
+
+            def hook(act, hook=None, c=c, mean=mean):
+                act[rows, pos[:, c]] = mean
+                return act
+            want = metric(model.run_with_hooks(pairs.clean, fwd_hooks=[(h, hook)]))
+            torch.testing.assert_close(got[h_i, c], want.cpu(), atol=1e-3, rtol=1e-4)
+    # the ablation changes something, so the test could fail: the mean differs from the clean value
+    assert (got[0, 1] - metric(model(pairs.clean)).cpu()).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="positions"):
+        patching.mean_ablation_sweep(model, pairs.clean, metric, hooks, None)
+
+
+def test_key_second_moment_matches_the_stats_pass(model, sample):
+    s, st = sample
+    C1 = ffn.key_second_moment(model, s["tokens"], s["lengths"], 1)
+    torch.testing.assert_close(C1, st.key_moment[1], atol=1e-4, rtol=1e-4)
+    assert ffn.collect_ffn_stats(model, s["tokens"], s["lengths"], k=2, key_moment=False).key_moment is None
+    with pytest.raises(ValueError, match="lengths"):
+        ffn.key_second_moment(model, s["tokens"], s["lengths"][:-1], 1)
+
+
+def test_agreement_reports_the_spread_of_its_null(model, sample):
+    s, st = sample
+    agree = ffn.agreement_by_layer(model, st, s["tokens"], s["lengths"], n_shuffles=5)
+    assert len(agree["chance_sd"]) == model.cfg.n_layers and all(x >= 0 for x in agree["chance_sd"])
+    # the chunked top tokens equal the full projection's
+    l = model.cfg.n_layers - 1
+    full = ffn.value_logits(model, l).argmax(-1)
+    assert ffn.values_promoting(model, l, int(full[0]), 1) == int((full == full[0]).sum())
+
+
+def test_rank_and_promote_buckets():
+    assert [ffn.rank_bucket(r) for r in (0, 5, 50, 500)] == list(ffn.RANK_BUCKETS)
+    assert [ffn.promote_bucket(c) for c in (0, 3, 7, 40)] == list(ffn.PROMOTE_BUCKETS)
+    with pytest.raises(ValueError):
+        ffn.rank_bucket(-1)
+    with pytest.raises(CheckFailed, match="choose one of"):
+        ffn.check_subject_lens_prediction("somewhere")
+    with pytest.raises(CheckFailed, match="choose one of"):
+        ffn.check_paris_values_prediction(3)
+
+
+def test_most_damaging_neuron_checker_takes_the_chapter_model(model):
+    assert ffn.check_most_damaging_neuron(ffn.solution_most_damaging_neuron, model)
+    with pytest.raises(CheckFailed, match="fires hardest"):
+        ffn.check_most_damaging_neuron(ffn._most_activated, model)
