@@ -32,6 +32,7 @@ __all__ = [
     "collect_activations",
     "loss_recovered",
     "replacement_loss",
+    "reinitialize_",
     "token_variance_explained",
     "promoted_share",
     "max_cosine_recovery",
@@ -245,6 +246,28 @@ def collect_activations(model, tokens: torch.Tensor, hook_name: str, batch_size:
                 act = act[:, 1:]
             out.append(act.reshape(-1, act.shape[-1]).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def reinitialize_(model, seed: int = 0, std: float = 0.02):
+    """Give ``model`` random weights in place, keeping its shape, tokenizer and hooks: every
+    matrix N(0, std²) (GPT-2's initialisation scale), every LayerNorm scale 1, every other
+    vector 0. Returns the model. Load a second copy first (``helpers.load_model``) if the
+    trained one is still needed: this is the random-init null of the claims API."""
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std!r}.")
+    params = list(model.named_parameters())
+    if not params:
+        raise ValueError("model has no parameters to re-initialise.")
+    g = torch.Generator().manual_seed(seed)
+    for name, p in params:
+        if p.ndim >= 2:
+            p.copy_((torch.randn(p.shape, generator=g) * std).to(p.device, p.dtype))
+        elif ("ln" in name or "norm" in name) and name.endswith(("weight", ".w")):
+            p.fill_(1.0)
+        else:
+            p.zero_()
+    return model
 
 
 def _check_hook(model, hook_name):

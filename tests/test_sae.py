@@ -198,3 +198,25 @@ def test_l1_prediction_exercise():
     with pytest.raises(CheckFailed, match="one of"):
         S.check_l1_prediction(("down", "more"))
     assert S.check_l1_prediction(...) is False
+
+
+def test_reinitialize_gives_random_weights_and_keeps_hooks():
+    import helpers
+
+    try:
+        model = helpers.load_model("rs-gpt2-4l", device="cpu")
+        trained = helpers.load_model("rs-gpt2-4l", device="cpu")
+    except (FileNotFoundError, ValueError, helpers.ModelUnavailableError) as exc:
+        pytest.skip(f"bundled model not available: {exc}")
+    S.reinitialize_(model, seed=0)
+    assert abs(float(model.W_E.std()) - 0.02) < 0.002
+    tokens = trained.to_tokens(["The capital of France is Paris."])
+    a = S.collect_activations(trained, tokens, "blocks.0.hook_mlp_out")
+    b = S.collect_activations(model, tokens, "blocks.0.hook_mlp_out")  # hooks still work
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    # a random model's loss is near uniform guessing, the trained one's far below it
+    import math
+    assert abs(float(model(tokens, return_type="loss")) - math.log(model.cfg.d_vocab)) < 0.5
+    assert float(trained(tokens, return_type="loss")) < math.log(trained.cfg.d_vocab) - 2
+    with pytest.raises(ValueError, match="std"):
+        S.reinitialize_(model, std=0)
