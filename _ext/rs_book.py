@@ -491,10 +491,15 @@ def _hide_stub_outputs(app, doctree):
                         parent.remove(child)
 
 
-def _page_assets(app, pagename, templatename, context, doctree):
-    body = context.get("body", "") or ""
-    if 'class="math notranslate nohighlight">\\(' in body:
+def _page_math(app, pagename, templatename, context, doctree):
+    """Before Sphinx decides whether the page loads MathJax: math in a show_table table counts."""
+    if 'class="math notranslate nohighlight">\\(' in (context.get("body", "") or ""):
         app.env.get_domain("math").data["has_equations"][pagename] = True
+
+
+def _page_scripts(app, pagename, templatename, context, doctree):
+    """After every extension added its scripts: no plotly.js on a page without a figure."""
+    body = context.get("body", "") or ""
     files = context.get("script_files")
     if files and "rs-figure" not in body:
         context["script_files"] = [js for js in files
@@ -526,5 +531,6 @@ def _subset_icons(app, exception):
 
 def _setup_static_pages(app):
     app.connect("doctree-read", _hide_stub_outputs)
-    app.connect("html-page-context", _page_assets, priority=400)
+    app.connect("html-page-context", _page_math, priority=400)  # before sphinx.ext.mathjax (500)
+    app.connect("html-page-context", _page_scripts, priority=950)
     app.connect("build-finished", _subset_icons)
