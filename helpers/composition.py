@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .core import (attention_patterns, copy_losses, duplicate_token_scores, per_token_loss, prefix_matching_scores,
                    previous_token_scores, repeated_random_tokens, require_index, require_model, second_copy_loss, zero_head_hook)
-from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .exercises import Exercise, Mistake
 from .plotting import PALETTE
 
 __all__ = [
@@ -474,8 +474,7 @@ def solution_k_composition_score(W_V1: torch.Tensor, W_O1: torch.Tensor, W_Q2: t
     return float(torch.linalg.norm(ov @ qk.T) / (torch.linalg.norm(ov) * torch.linalg.norm(qk)))
 
 
-def check_k_composition_score(fn) -> bool:
-    """Checker for the exercise 'compute a K-composition score'."""
+def _k_composition_cases():
     g = torch.Generator().manual_seed(5)
     cases = []
     for d, dh in ((6, 2), (16, 4)):
@@ -485,28 +484,42 @@ def check_k_composition_score(fn) -> bool:
     # a designed pair: head 1 writes exactly what head 2's keys read, so the score is high
     w_v = torch.eye(6, 2, dtype=torch.float64)
     cases.append(((w_v, torch.eye(2, 6, dtype=torch.float64), torch.eye(6, 2, dtype=torch.float64), w_v), {}))
-    a, b, c, d_ = cases[0][0]
-    q_comp = float(torch.linalg.norm((a @ b) @ (c @ d_.T)) / (torch.linalg.norm(a @ b) * torch.linalg.norm(c @ d_.T)))
-    got = attempt(fn, "k_composition_score", *cases[0][0])
-    if got is NOT_ATTEMPTED:
-        return False
-    if isinstance(got, (int, float, torch.Tensor)) and math.isclose(float(got), q_comp, rel_tol=1e-6) and \
-            not math.isclose(q_comp, solution_k_composition_score(*cases[0][0]), rel_tol=1e-6):
-        raise CheckFailed("k_composition_score: you computed the Q-composition score ‖W_OV W_QK‖. Head 2's *keys* "
-                          "read the stream, so transpose the QK circuit: ‖W_OV W_QKᵀ‖ / (‖W_OV‖ ‖W_QK‖).")
-    return check_function(fn, solution_k_composition_score, cases, "k_composition_score",
-                          hint="build W_OV = W_V1 @ W_O1 and W_QK = W_Q2 @ W_K2.T, then divide the Frobenius norm "
-                               "of W_OV @ W_QK.T by the product of the two norms (torch.linalg.norm).")
+    return cases
+
+
+def _q_composition_score(W_V1, W_O1, W_Q2, W_K2) -> float:
+    ov, qk = W_V1 @ W_O1, W_Q2 @ W_K2.T
+    return float(torch.linalg.norm(ov @ qk) / (torch.linalg.norm(ov) * torch.linalg.norm(qk)))
+
+
+K_COMPOSITION_SCORE = Exercise("ch5.k-composition-score", "k_composition_score", solution_k_composition_score,
+                  _k_composition_cases, mistakes=[
+        Mistake(_q_composition_score, "you computed the Q-composition score ‖W_OV W_QK‖. Head 2's *keys* read the "
+                "stream, so transpose the QK circuit: ‖W_OV W_QKᵀ‖ / (‖W_OV‖ ‖W_QK‖)."),
+        Mistake(lambda a, b, c, d: float(torch.linalg.norm((a @ b) @ (c @ d.T).T)),
+                "the score is normalised: divide ‖W_OV W_QKᵀ‖ by ‖W_OV‖ ‖W_QK‖, so it does not grow with the weights' size."),
+    ],
+    hint="build W_OV = W_V1 @ W_O1 and W_QK = W_Q2 @ W_K2.T, then divide the Frobenius norm "
+         "of W_OV @ W_QK.T by the product of the two norms (torch.linalg.norm).",
+)
+
+
+def check_k_composition_score(fn) -> bool:
+    """Checker for the exercise 'compute a K-composition score'."""
+    return K_COMPOSITION_SCORE.check(fn)
 
 
 def solution_prefix_matching_score(pattern: torch.Tensor, length: int) -> float:
     """Reference: prefix-matching score of one head, pattern [batch, q_pos, k_pos] on BOS + R + R."""
+    return _pattern_score(pattern, length, 1)  # the token after the earlier occurrence
+
+
+def _pattern_score(pattern: torch.Tensor, length: int, offset: int) -> float:
     q = torch.arange(length + 1, 2 * length + 1)       # second-copy positions
-    return float(pattern[:, q, q - length + 1].mean())  # the token after the earlier occurrence
+    return float(pattern[:, q, q - length + offset].mean())
 
 
-def check_prefix_matching_score(fn, model=None) -> bool:
-    """Checker for the exercise 'write a prefix-matching score'."""
+def _prefix_matching_cases(model=None):
     g = torch.Generator().manual_seed(7)
     cases = []
     for b, length in ((2, 4), (3, 7)):
@@ -514,52 +527,76 @@ def check_prefix_matching_score(fn, model=None) -> bool:
         raw = torch.rand(b, t, t, generator=g, dtype=torch.float64).tril()
         cases.append(((raw / raw.sum(-1, keepdim=True), length), {}))
     if model is not None:
-        toks = repeated_random_tokens(model, n_seqs=2, length=10, seed=3)
-        pats = attention_patterns(model, toks)
-        for l in range(pats.shape[0]):
-            cases.append(((pats[l, :, 0], 10), {}))
-    pat, length = cases[1][0]
-    q = torch.arange(length + 1, 2 * length + 1)
-    wrong = {"the earlier occurrence itself (a duplicate-token score)": float(pat[:, q, q - length].mean()),
-             "the previous position (a previous-token score)": float(pat[:, q, q - 1].mean())}
-    got = attempt(fn, "prefix_matching_score", *cases[1][0])
-    if got is NOT_ATTEMPTED:
-        return False
-    for what, val in wrong.items():
-        if isinstance(got, (int, float, torch.Tensor)) and math.isclose(float(got), val, rel_tol=1e-6):
-            raise CheckFailed(f"prefix_matching_score: you measured attention to {what}. An induction head attends "
-                              f"from a token at position q in the second copy to q − length + 1: the token *after* "
-                              f"that token's first occurrence.")
-    return check_function(fn, solution_prefix_matching_score, cases, "prefix_matching_score",
-                          hint="the queries are positions length+1 … 2·length; each attends to q − length + 1.")
+        pats = attention_patterns(model, repeated_random_tokens(model, n_seqs=2, length=10, seed=3))
+        cases += [((pats[l, :, 0], 10), {}) for l in range(pats.shape[0])]
+    return cases
+
+
+_PREFIX_WHY = ("An induction head attends from a token at position q in the second copy to q − length + 1: "
+               "the token *after* that token's first occurrence.")
+
+PREFIX_MATCHING_SCORE = Exercise("ch5.prefix-matching-score", "prefix_matching_score", solution_prefix_matching_score,
+                  _prefix_matching_cases, mistakes=[
+        Mistake(lambda p, n: _pattern_score(p, n, 0), "you measured attention to the earlier occurrence itself "
+                "(a duplicate-token score). " + _PREFIX_WHY),
+        Mistake(lambda p, n: float(p[:, torch.arange(n + 1, 2 * n + 1), torch.arange(n, 2 * n)].mean()),
+                "you measured attention to the previous position (a previous-token score). " + _PREFIX_WHY),
+    ],
+    hint="the queries are positions length+1 … 2·length; each attends to q − length + 1.",
+)
+
+
+def check_prefix_matching_score(fn, model=None) -> bool:
+    """Checker for the exercise 'write a prefix-matching score'."""
+    return PREFIX_MATCHING_SCORE.check(fn, None if model is None else _prefix_matching_cases(model))
+
+
+def _ablation_effects(model, tokens: torch.Tensor, loss) -> torch.Tensor:
+    """[n_layers, n_heads]: loss with one head zeroed minus the clean loss, for every head."""
+    base = loss([])
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    for l in range(model.cfg.n_layers):
+        for h in range(model.cfg.n_heads):
+            out[l, h] = loss([(f"blocks.{l}.attn.hook_z", zero_head_hook(h))]) - base
+    return out
 
 
 def solution_head_ablation_effects(model, tokens: torch.Tensor, length: int) -> torch.Tensor:
     """Reference: [n_layers, n_heads] rise in mean second-copy loss (nats, tokens 2..length of
     the second copy) when one head's output is zeroed (``hook_z`` set to 0)."""
-    base = second_copy_loss(model, tokens, length)
-    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-    for l in range(model.cfg.n_layers):
-        for h in range(model.cfg.n_heads):
-            out[l, h] = second_copy_loss(model, tokens, length, [(f"blocks.{l}.attn.hook_z", zero_head_hook(h))]) - base
-    return out
+    return _ablation_effects(model, tokens, lambda hooks: second_copy_loss(model, tokens, length, hooks))
+
+
+def _whole_sequence_effects(model, tokens: torch.Tensor, length: int) -> torch.Tensor:
+    def loss(hooks):
+        with torch.no_grad():
+            return float(per_token_loss(model.run_with_hooks(tokens, fwd_hooks=hooks), tokens).mean())
+    return _ablation_effects(model, tokens, loss)
+
+
+def _ablation_cases(model=None, length: int = 20):
+    if model is None:
+        from .models import load_model
+
+        model = load_model("rs-attn-2l")
+    short = max(2, length // 2)
+    return [((model, repeated_random_tokens(model, n_seqs=4, length=length, seed=3), length), {}),
+            ((model, repeated_random_tokens(model, n_seqs=4, length=short, seed=4), short), {})]
+
+
+HEAD_ABLATION_EFFECTS = Exercise("ch5.head-ablation-effects", "head_ablation_effects", solution_head_ablation_effects,
+                  _ablation_cases, mistakes=[
+        Mistake(lambda m, t, n: -solution_head_ablation_effects(m, t, n), "the signs are flipped. Report ablated "
+                "loss minus clean loss, so a head the circuit needs gets a positive number."),
+        Mistake(_whole_sequence_effects, "you averaged the loss over the whole sequence; the first copy is random "
+                "and no head can help there. Average over the second copy only: per_token_loss(logits, tokens)[:, length + 1:]."),
+    ],
+    atol=2e-3, rtol=1e-2,
+    hint="zero one head at a time through its `blocks.{l}.attn.hook_z` hook (z[:, :, head] = 0), and average the "
+         "per-token loss over the second copy only: per_token_loss(logits, tokens)[:, length + 1:].",
+)
 
 
 def check_head_ablation_effects(fn, model, length: int = 20) -> bool:
     """Checker for the exercise 'find the circuit by ablation'."""
-    tokens = repeated_random_tokens(model, n_seqs=4, length=length, seed=3)
-    got = attempt(fn, "head_ablation_effects", model, tokens, length)
-    if got is NOT_ATTEMPTED:
-        return False
-    want = solution_head_ablation_effects(model, tokens, length)
-    if isinstance(got, torch.Tensor) and got.shape == want.shape:
-        if torch.allclose(got.float(), -want, atol=1e-3) and want.abs().max() > 1e-3:
-            raise CheckFailed("head_ablation_effects: the signs are flipped. Report ablated loss minus clean loss, "
-                              "so a head the circuit needs gets a positive number.")
-    try:
-        compare(got, want, "head_ablation_effects(model, tokens, length)", atol=2e-3, rtol=1e-2)
-    except CheckFailed as exc:
-        raise CheckFailed(f"{exc}\nHint: zero one head at a time through its `blocks.{{l}}.attn.hook_z` hook "
-                          "(z[:, :, head] = 0), and average the per-token loss over the second copy only: "
-                          "per_token_loss(logits, tokens)[:, length + 1:].") from None
-    return passed("head_ablation_effects")
+    return HEAD_ABLATION_EFFECTS.check(fn, _ablation_cases(model, length))

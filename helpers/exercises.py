@@ -232,6 +232,7 @@ class Exercise:
         if not callable(self.solution):
             raise TypeError(f"Exercise {self.id}: solution must be callable, got {type(self.solution).__name__}.")
         self.mistakes = tuple(self.mistakes)
+        self._built, self._wants = None, {}
         for m in self.mistakes:
             if not isinstance(m, Mistake):
                 raise TypeError(f"Exercise {self.id}: mistakes must be Mistake objects, got {type(m).__name__}.")
@@ -242,7 +243,9 @@ class Exercise:
 
     # -- cases and comparison -------------------------------------------------
     def all_cases(self) -> list[tuple[tuple, dict]]:
-        """The cases as a list of ``(args, kwargs)`` (built now if they are lazy)."""
+        """The cases as a list of ``(args, kwargs)`` (lazy cases are built on first use, then kept)."""
+        if self._built is not None:
+            return self._built
         cases = self.cases() if callable(self.cases) else self.cases
         if cases is None:
             return [((), {})]
@@ -252,7 +255,16 @@ class Exercise:
             out.append((tuple(args), dict(kwargs)))
         if not out:
             raise ValueError(f"Exercise {self.id} has no cases.")
+        self._built = out
         return out
+
+    def _want(self, i: int | None, args: tuple, kwargs: dict):
+        """The solution's answer; on the exercise's own case ``i`` it is computed once and kept."""
+        if i is None:
+            return self.solution(*args, **kwargs)
+        if i not in self._wants:
+            self._wants[i] = self.solution(*args, **kwargs)
+        return self._wants[i]
 
     def _cmp(self, got, want, what: str) -> None:
         if self.compare is not None:
@@ -298,12 +310,13 @@ class Exercise:
         ``cases`` replaces the exercise's own cases for this call (a checker that
         is handed the chapter's model or cache builds its cases from them).
         """
-        cases = self.all_cases() if cases is None else [(tuple(a), dict(k)) for a, k in cases]
+        own = cases is None
+        cases = self.all_cases() if own else [(tuple(a), dict(k)) for a, k in cases]
         for i, (args, kwargs) in enumerate(cases):
             got = attempt(fn, self.name, *map(_fresh, args), **{k: _fresh(v) for k, v in kwargs.items()})
             if got is NOT_ATTEMPTED:
                 return False
-            want = self.solution(*args, **kwargs)
+            want = self._want(i if own else None, args, kwargs)
             self._diagnose(got, want, args, kwargs, f"{self.name}({_describe(args, kwargs)})", fn=fn,
                            others=cases[:i] + cases[i + 1:])
         return passed(self.name)
@@ -317,7 +330,7 @@ class Exercise:
             raise CheckFailed(f"{self.name}: expected a value, got a function; call it, or use check(fn).")
         if self.cases is not None:
             raise TypeError(f"Exercise {self.id} checks a function; call .check(fn) instead of .check_value.")
-        self._diagnose(answer, self.solution(), (), {}, self.name)
+        self._diagnose(answer, self._want(0, (), {}), (), {}, self.name)
         return passed(self.name)
 
 

@@ -15,7 +15,6 @@ names count from 0, as TransformerLens does.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -26,7 +25,7 @@ from .core import (decompose_stream, require_cache_key, require_int, require_tok
                    zero_block_hooks)
 from .core import n_layers as _n_layers
 from .zoo.evals import corpus_windows
-from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .exercises import Exercise, Mistake
 
 __all__ = [
     "final_ln",
@@ -519,63 +518,77 @@ def dla_figure(labels: Sequence[str], values, title: str, n_heads: int):
 
 # ---------------------------------------------------------------- exercises
 
-def _ref_paths_and_terms(n_layers: int, n_heads: int):
+def _default_run():
+    """The chapter's model, and its cache on one prompt, for the exercises' own cases (built once)."""
+    global _DEFAULT_RUN
+    if _DEFAULT_RUN is None:
+        from .models import load_model
+
+        model = load_model("rs-gpt2-4l")
+        tokens = model.to_tokens("The Eiffel Tower is located in the city of")
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)
+        _DEFAULT_RUN = model, cache
+    return _DEFAULT_RUN
+
+
+_DEFAULT_RUN = None
+
+
+def solution_paths_and_terms(n_layers: int, n_heads: int):
+    """Reference: (paths through L blocks of H heads and an MLP, additive terms in the final stream)."""
     return count_paths(n_layers, n_heads), 2 + n_layers * (n_heads + 1)
+
+
+PATHS_AND_TERMS = Exercise("ch2.paths-and-terms", "paths_and_terms", solution_paths_and_terms,
+    [((4, 6), {}), ((24, 16), {}), ((12, 12), {}), ((2, 4), {}), ((1, 1), {})], mistakes=[
+        Mistake(lambda L, H: ((H + 1) ** L, 2 + L * (H + 1)),
+                "the paths count only the heads and the skip; the MLP is one more way through each block."),
+        Mistake(lambda L, H: (H ** L + 2, 2 + L * (H + 1)),
+                "paths multiply across blocks: (H + 2) choices per block, so (H + 2)^L."),
+        Mistake(lambda L, H: (count_paths(L, H), count_paths(L, H)),
+                "that terms count is the number of paths. Terms are the vectors added into the stream: embeddings, heads, MLPs."),
+        Mistake(lambda L, H: (count_paths(L, H), 2 + L * H), "the terms count leaves out the MLPs (one per block)."),
+    ],
+    hint="paths = (H + 2)^L; terms = 2 + L·(H + 1).",
+)
 
 
 def check_paths_and_terms(fn) -> bool:
     """Exercise: (number of paths, number of additive terms) for L layers and H heads."""
-    cases = [((4, 6), {}), ((24, 16), {}), ((12, 12), {}), ((2, 4), {}), ((1, 1), {})]  # unambiguous first
-    for (L, H), _ in cases:
-        got = attempt(fn, f"paths_and_terms({L}, {H})", L, H)
-        if got is NOT_ATTEMPTED:
-            return False
-        if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailed(f"paths_and_terms({L}, {H}) must return a pair (paths, terms), got {got!r}.")
-        paths, terms = got
-        want_p, want_t = _ref_paths_and_terms(L, H)
-        if paths == (H + 1) ** L and paths != want_p:
-            raise CheckFailed(f"paths_and_terms({L}, {H}): {paths} paths counts only the heads and the skip; "
-                              "the MLP is one more way through each block.")
-        if paths == H ** L + 2 and paths != want_p:
-            raise CheckFailed(f"paths_and_terms({L}, {H}): paths multiply across blocks: (H + 2) choices per block.")
-        if terms == want_p:
-            raise CheckFailed(f"paths_and_terms({L}, {H}): terms = {terms} is the number of paths. "
-                              "Terms are the vectors added into the stream: embeddings, heads, MLPs.")
-        if terms == 2 + L * H:
-            raise CheckFailed(f"paths_and_terms({L}, {H}): terms = {terms} leaves out the MLPs (one per block).")
-        compare(paths, want_p, f"paths for L={L}, H={H}")
-        compare(terms, want_t, f"terms for L={L}, H={H}")
-    return passed("paths_and_terms")
+    return PATHS_AND_TERMS.check(fn)
 
 
-def _ref_logit_lens_at(model, cache, layer: int):
+def solution_logit_lens_at(model, cache, layer: int):
+    """Reference: logits [pos, vocab] of the stream after block ``layer`` (first prompt), read as LN_f(h) W_U + b_U."""
     with torch.no_grad():
         return unembed(model, cache[f"blocks.{layer}.hook_resid_post"][0])
 
 
+def _logit_lens_cases(model=None, cache=None):
+    model, cache = (model, cache) if model is not None else _default_run()
+    return [((model, cache, layer), {}) for layer in range(_n_layers(model))]
+
+
+LOGIT_LENS_AT = Exercise("ch2.logit-lens-at", "logit_lens_at", solution_logit_lens_at, _logit_lens_cases, mistakes=[
+        Mistake(lambda m, c, l: c[f"blocks.{l}.hook_resid_post"][0] @ m.W_U + m.b_U,
+                "you unembedded the raw stream. The unembedding was trained on LN_f(h), so apply model.ln_final first."),
+        Mistake(lambda m, c, l: unembed(m, c[f"blocks.{l}.hook_resid_pre"][0]),
+                "you read the stream entering block `layer` (hook_resid_pre); the lens after the block reads hook_resid_post."),
+    ],
+    atol=1e-4,
+    hint="read cache[f'blocks.{layer}.hook_resid_post'][0], apply model.ln_final, then multiply by model.W_U "
+         "and add model.b_U.",
+)
+
+
 def check_logit_lens_at(fn, model, cache) -> bool:
     """Exercise: the logit lens after block ``layer`` (0-based hook index), logits [pos, vocab]."""
-    n = _n_layers(model)
-    cases = [((model, cache, layer), {}) for layer in range(n)]
-    for args, _ in cases[:1]:
-        try:
-            got = fn(*args)
-        except NotImplementedError:
-            break
-        except Exception:
-            break
-        if isinstance(got, torch.Tensor) and got.shape == _ref_logit_lens_at(*args).shape:
-            x = cache["blocks.0.hook_resid_post"][0]
-            if torch.allclose(got, x @ model.W_U + model.b_U, atol=1e-4):
-                raise CheckFailed("logit_lens_at: you unembedded the raw stream. The unembedding was trained "
-                                  "on LN_f(h), so apply model.ln_final first.")
-    return check_function(fn, _ref_logit_lens_at, cases, "logit_lens_at", atol=1e-4,
-                          hint="read cache[f'blocks.{layer}.hook_resid_post'][0], apply model.ln_final, "
-                               "then multiply by model.W_U and add model.b_U.")
+    return LOGIT_LENS_AT.check(fn, _logit_lens_cases(model, cache))
 
 
-def _ref_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
+def solution_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
+    """Reference: one head's direct contribution to logit(answer) - logit(other) at the last position."""
     with torch.no_grad():
         z = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head]             # [d_head]
         write = z @ model.W_O[layer, head]                                 # [d]
@@ -584,55 +597,63 @@ def _ref_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
         return float((write / scale) @ (model.W_U[:, answer] - model.W_U[:, other]))
 
 
-def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
-    """Exercise: one head's direct contribution to logit(answer) - logit(other) at the last position."""
+def _unscaled_head_dla(model, cache, layer, head, answer, other):
+    with torch.no_grad():
+        write = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head] @ model.W_O[layer, head]
+        return float((write - write.mean()) @ (model.W_U[:, answer] - model.W_U[:, other]))
+
+
+def _head_dla_cases(model=None, cache=None, answer=None, other=None):
+    if model is None:
+        model, cache = _default_run()
+        answer, other = model.to_single_token(" Paris"), model.to_single_token(" Rome")
     n, H = _n_layers(model), int(model.cfg.n_heads)
     picks = sorted({(0, 0), (n - 1, H - 1), (n // 2, H // 2)})
-    cases = [((model, cache, l, h, answer, other), {}) for l, h in picks]
-    args = cases[-1][0]
-    try:
-        got = fn(*args)
-    except Exception:
-        got = None
-    if got is not None and not isinstance(got, bool):
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            got = None
-    if got is not None:
-        l, h = args[2], args[3]
-        with torch.no_grad():
-            z = cache[f"blocks.{l}.attn.hook_z"][0, -1, h]
-            write = z @ model.W_O[l, h]
-            unscaled = float((write - write.mean()) @ (model.W_U[:, answer] - model.W_U[:, other]))
-        want = _ref_head_dla(*args)
-        if math.isclose(got, unscaled, rel_tol=1e-4, abs_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-4):
-            raise CheckFailed("head_dla: right direction, wrong size. Divide the head's write by the final "
-                              "LayerNorm's scale, cache['ln_final.hook_scale'][0, -1], as the real forward pass does.")
-    return check_function(fn, _ref_head_dla, cases, "head_dla", atol=1e-4,
-                          hint="write = z[head] @ W_O[layer, head]; centre it, divide by the final LN scale, "
-                               "dot with W_U[:, answer] - W_U[:, other].")
+    return [((model, cache, l, h, answer, other), {}) for l, h in picks]
 
 
-def _ref_kl_divergence(final_logits, lens_logits):
+HEAD_DLA = Exercise("ch2.head-dla", "head_dla", solution_head_dla, _head_dla_cases, mistakes=[
+        Mistake(_unscaled_head_dla, "right direction, wrong size. Divide the head's write by the final LayerNorm's "
+                "scale, cache['ln_final.hook_scale'][0, -1], as the real forward pass does."),
+        Mistake(lambda m, c, l, h, a, b: -solution_head_dla(m, c, l, h, a, b),
+                "the sign is flipped: the direction is W_U[:, answer] - W_U[:, other]."),
+    ],
+    atol=1e-4,
+    hint="write = z[head] @ W_O[layer, head]; centre it, divide by the final LN scale, "
+         "dot with W_U[:, answer] - W_U[:, other].",
+)
+
+
+def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
+    """Exercise: one head's direct contribution to logit(answer) - logit(other) at the last position."""
+    return HEAD_DLA.check(fn, _head_dla_cases(model, cache, answer, other))
+
+
+def solution_kl_divergence(final_logits, lens_logits):
+    """Reference: KL(P_final ‖ P_lens) per row, in nats."""
     logp = final_logits.float().log_softmax(-1)
     logq = lens_logits.float().log_softmax(-1)
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
-def check_kl_divergence(fn) -> bool:
-    """Exercise: KL(P_final ‖ P_lens) per row, from two logit tensors [n, vocab]."""
+def _kl_cases():
     g = torch.Generator().manual_seed(0)
     p = torch.randn(5, 11, generator=g) * 2
     q = torch.randn(5, 11, generator=g) * 2
-    cases = [((p, q), {}), ((p, p), {}), ((p[:1], q[:1] + 3.0), {})]
-    try:
-        got = fn(p, q)
-    except Exception:
-        got = None
-    if isinstance(got, torch.Tensor) and got.shape == (5,):
-        if torch.allclose(got, _ref_kl_divergence(q, p), atol=1e-5):
-            raise CheckFailed("kl_divergence: you computed KL(P_lens ‖ P_final). The tuned lens measures "
-                              "KL(P_final ‖ P_lens) = Σ p_final · (log p_final − log p_lens).")
-    return check_function(fn, _ref_kl_divergence, cases, "kl_divergence", atol=1e-5,
-                          hint="use log_softmax on both, then sum p_final * (log p_final - log p_lens) over the vocabulary.")
+    return [((p, q), {}), ((p, p), {}), ((p[:1], q[:1] + 3.0), {}), ((q, p * 0.5), {})]
+
+
+KL_DIVERGENCE = Exercise("ch2.kl-divergence", "kl_divergence", solution_kl_divergence, _kl_cases, mistakes=[
+        Mistake(lambda p, q: solution_kl_divergence(q, p), "you computed KL(P_lens ‖ P_final). The tuned lens "
+                "measures KL(P_final ‖ P_lens) = Σ p_final · (log p_final − log p_lens)."),
+        Mistake(lambda p, q: (p.float().softmax(-1) * (p.float() - q.float())).sum(-1),
+                "you used raw logits where log-probabilities belong: apply log_softmax to both first."),
+    ],
+    atol=1e-5,
+    hint="use log_softmax on both, then sum p_final * (log p_final - log p_lens) over the vocabulary.",
+)
+
+
+def check_kl_divergence(fn) -> bool:
+    """Exercise: KL(P_final ‖ P_lens) per row, from two logit tensors [n, vocab]."""
+    return KL_DIVERGENCE.check(fn)

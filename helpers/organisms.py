@@ -13,7 +13,7 @@ import json
 import torch
 
 from .core import copy_losses, per_token_loss, repeated_random_tokens, second_copy_loss
-from .exercises import NOT_ATTEMPTED, CheckFailed, attempt, check_function, compare, passed
+from .exercises import Exercise, Mistake
 
 __all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
            "SKILLS", "skill_onsets", "skills_figure",
@@ -146,64 +146,119 @@ def top_predictions(model, prompt: str, k: int = 5) -> list[tuple[str, float]]:
 
 # ---------------------------------------------------------------- exercises
 
-def _ref_is_single_token(model, word: str) -> bool:
+def _bundled(name: str):
+    """A bundled model, loaded once, for the exercises' own cases."""
+    if name not in _BUNDLED:
+        from .models import load_model
+
+        _BUNDLED[name] = load_model(name)
+    return _BUNDLED[name]
+
+
+_BUNDLED: dict = {}
+
+
+def solution_is_single_token(model, word: str) -> bool:
+    """Reference: does " word" (with its leading space) encode to exactly one token?"""
     return len(model.tokenizer.encode(" " + word, add_special_tokens=False)) == 1
+
+
+def _single_token_cases(model=None):
+    model = model if model is not None else _bundled("rs-gpt2-4l")
+    words = ["Paris", "France", "Mary", "Potter", "antidisestablishmentarianism", "Eiffel", "qzxv"]
+    return [((model, w), {}) for w in words]
+
+
+IS_SINGLE_TOKEN = Exercise("ch0.is-single-token", "is_single_token", solution_is_single_token,
+                  _single_token_cases, mistakes=[
+        Mistake(lambda m, w: len(m.to_tokens(" " + w)[0]) == 1, "you counted the BOS token that model.to_tokens "
+                "prepends, so no word is ever one token. Use model.tokenizer.encode(' ' + word, add_special_tokens=False)."),
+        Mistake(lambda m, w: len(m.tokenizer.encode(w, add_special_tokens=False)) == 1, "you encoded the word "
+                "without its leading space; in running text a word follows a space, and ' Paris' and 'Paris' are "
+                "different tokens."),
+    ],
+    hint="Use model.tokenizer.encode(' ' + word, add_special_tokens=False) and count the ids.",
+)
 
 
 def check_is_single_token(fn, model) -> bool:
     """Exercise: does " word" encode to exactly one token?"""
-    words = ["Paris", "France", "Mary", "Potter", "antidisestablishmentarianism", "Eiffel", "qzxv"]
-    try:
-        got = fn(model, "Paris")
-    except NotImplementedError:
-        got = None
-    except Exception as exc:
-        raise CheckFailed(f"is_single_token: your function raised {type(exc).__name__}: {exc}") from exc
-    if got is False:
-        raise CheckFailed("is_single_token(model, 'Paris') returned False, but ' Paris' is one token. "
-                          "Did you encode 'Paris' without the leading space, or count the BOS token? "
-                          "Use model.tokenizer.encode(' ' + word, add_special_tokens=False).")
-    return check_function(fn, _ref_is_single_token, [((model, w), {}) for w in words], "is_single_token")
+    return IS_SINGLE_TOKEN.check(fn, _single_token_cases(model))
 
 
-def _ref_relation_recall(model, relation: str) -> float:
-    from .zoo import evals, world
+def _relation_prompts(relation: str) -> list[tuple[str, str]]:
+    from .zoo import world
 
-    prompts = [(p, a) for p, a in world.train_fact_prompts()
-               if any(p == world.render(t, f.subject) and a == f.answer
-                      for f in world.facts_by_relation(relation) for t in world.TEMPLATES[relation])]
-    return evals.fact_recall(model, prompts)["accuracy"]
+    return [(p, a) for p, a in world.train_fact_prompts()
+            if any(p == world.render(t, f.subject) and a == f.answer
+                   for f in world.facts_by_relation(relation) for t in world.TEMPLATES[relation])]
+
+
+def solution_relation_recall(model, relation: str) -> float:
+    """Reference: top-1 recall over the training prompts of one relation."""
+    from .zoo import evals
+
+    return evals.fact_recall(model, _relation_prompts(relation))["accuracy"]
+
+
+def _count_right(model, relation: str) -> float:
+    from .zoo import evals
+
+    return float(sum(evals.fact_recall(model, _relation_prompts(relation))["correct"]))
+
+
+def _relation_cases(model=None):
+    model = model if model is not None else _bundled("rs-gpt2-4l")
+    # the attention-only model knows no facts: its recall differs, so a constant answer cannot pass
+    return [((model, r), {}) for r in ("country_capital", "landmark_city")] + [
+        ((_bundled("rs-attn-2l"), "country_capital"), {})]
+
+
+RELATION_RECALL = Exercise("ch0.relation-recall", "relation_recall", solution_relation_recall,
+                  _relation_cases, mistakes=[
+        Mistake(_count_right, "that is the number of prompts answered right; recall is the fraction of the "
+                "relation's prompts answered right."),
+        Mistake(lambda m, r: 1.0 - solution_relation_recall(m, r), "that is the error rate; recall counts the "
+                "prompts whose answer is the top prediction."),
+    ],
+    atol=1e-6,
+    hint="Use world.train_fact_prompts(), keep the prompts of the relation, "
+         "and count a prompt right when ' ' + answer is the top prediction.",
+)
 
 
 def check_relation_recall(fn, model) -> bool:
     """Exercise: top-1 recall over the training prompts of one relation."""
-    cases = [((model, r), {}) for r in ("country_capital", "landmark_city")]
-    return check_function(fn, _ref_relation_recall, cases, "relation_recall", atol=1e-6,
-                          hint="Use world.train_fact_prompts(), keep the prompts of the relation, "
-                               "and count a prompt right when ' ' + answer is the top prediction.")
+    return RELATION_RECALL.check(fn, _relation_cases(model))
 
 
-def _ref_second_copy_loss(model, tokens) -> float:
+def solution_second_copy_loss(model, tokens) -> float:
+    """Reference: mean loss on the second copy of BOS + R + R, skipping its first token."""
     return second_copy_loss(model, tokens)
+
+
+def _nll(model, tokens):
+    with torch.no_grad():
+        return per_token_loss(model(tokens), tokens)
+
+
+def _second_copy_cases(model=None):
+    model = model if model is not None else _bundled("rs-attn-2l")
+    return [((model, repeated_random_tokens(model, n_seqs=4, length=n, seed=s)), {}) for n, s in ((20, 5), (10, 6))]
+
+
+SECOND_COPY_LOSS = Exercise("ch0.second-copy-loss", "second_copy_loss", solution_second_copy_loss,
+                  _second_copy_cases, mistakes=[
+        Mistake(lambda m, t: copy_losses(_nll(m, t))[0], "that is the loss on the FIRST copy. The second copy "
+                "starts at position length + 1."),
+        Mistake(lambda m, t: float(_nll(m, t)[:, (t.shape[1] - 1) // 2:].mean()), "you included the first token "
+                "of the second copy, which no model can predict (nothing says the sequence is about to repeat). Skip it."),
+    ],
+    atol=1e-4,
+    hint="nll = per-token loss; the second copy's tokens 2..n are nll[:, n + 1:] for n = (tokens.shape[1] - 1) // 2.",
+)
 
 
 def check_second_copy_loss(fn, model) -> bool:
     """Exercise: mean loss on the second copy of BOS + R + R (skipping its first token)."""
-    tokens = repeated_random_tokens(model, n_seqs=4, length=20, seed=5)
-    got = attempt(fn, "second_copy_loss", model, tokens)
-    if got is NOT_ATTEMPTED:
-        return False
-    want = _ref_second_copy_loss(model, tokens)
-    with torch.no_grad():
-        nll = per_token_loss(model(tokens), tokens)
-    length = 20
-    with_first = nll[:, length:].mean().item()
-    first_copy = copy_losses(nll, length)[0]
-    if isinstance(got, (int, float)) and abs(got - first_copy) < 1e-4:
-        raise CheckFailed("second_copy_loss: that is the loss on the FIRST copy. The second copy starts at "
-                          "position length + 1.")
-    if isinstance(got, (int, float)) and abs(got - with_first) < 1e-4 and abs(with_first - want) > 1e-4:
-        raise CheckFailed("second_copy_loss: you included the first token of the second copy, which no model "
-                          "can predict (nothing says the sequence is about to repeat). Skip it.")
-    compare(got, want, "second_copy_loss(model, tokens)", atol=1e-4)
-    return passed("second_copy_loss")
+    return SECOND_COPY_LOSS.check(fn, _second_copy_cases(model))

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .core import decompose_stream, require_cache_key, require_int, stream_states, zero_block_hooks
-from .exercises import CheckFailed, Exercise, Mistake, check_function, compare, passed
+from .exercises import Exercise, Mistake
 
 __all__ = [
     "stream_states",
@@ -215,12 +215,8 @@ def solution_count_terms(n_layers: int, n_heads: int) -> int:
     return count_additive_terms(n_layers, n_heads)
 
 
-COUNT_TERMS = Exercise(
-    id="ch1.count-terms",
-    name="count_terms",
-    solution=solution_count_terms,
-    cases=[((1, 1), {}), ((2, 4), {}), ((4, 3), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})],
-    mistakes=[
+COUNT_TERMS = Exercise("ch1.count-terms", "count_terms", solution_count_terms,
+    [((1, 1), {}), ((2, 4), {}), ((4, 3), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})], mistakes=[
         Mistake(lambda L, H: 2 + L * H, "you counted the embeddings and the heads but not the MLPs. "
                 "Every block also adds one MLP write."),
         Mistake(lambda L, H: L * (H + 1), "the token and positional embeddings are terms of the sum too "
@@ -239,50 +235,81 @@ def check_count_additive_terms(fn) -> bool:
     return COUNT_TERMS.check(fn)
 
 
-def _ref_block_delta(cache, layer: int):
+def _default_run():
+    """The chapter's model and its cache on one prompt, for the exercises' own cases (built once)."""
+    global _DEFAULT_RUN
+    if _DEFAULT_RUN is None:
+        import torch
+
+        from .models import load_model
+
+        model = load_model("rs-gpt2-4l")
+        with torch.no_grad():
+            _, cache = model.run_with_cache(model.to_tokens("When Mary and John went to the store, John gave"))
+        _DEFAULT_RUN = model, cache
+    return _DEFAULT_RUN
+
+
+_DEFAULT_RUN = None
+
+
+def solution_block_delta(cache, layer: int):
+    """Reference: Δ_ℓ, what block ℓ added to the stream."""
     return cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"]
+
+
+def _block_delta_cases(cache=None, n_layers=None):
+    if cache is None:
+        model, cache = _default_run()
+        n_layers = int(model.cfg.n_layers)
+    return [((cache, l), {}) for l in range(n_layers)]
+
+
+BLOCK_DELTA = Exercise("ch1.block-delta", "block_delta", solution_block_delta, _block_delta_cases, mistakes=[
+        Mistake(lambda c, l: c[f"blocks.{l}.hook_resid_post"], "you returned the stream after the block, not the "
+                "change. Subtract the stream that entered the block."),
+        Mistake(lambda c, l: c[f"blocks.{l}.hook_resid_pre"] - c[f"blocks.{l}.hook_resid_post"],
+                "the sign is flipped: Δ_ℓ is what the block adds, after minus before."),
+        Mistake(lambda c, l: c[f"blocks.{l}.hook_resid_mid"] - c[f"blocks.{l}.hook_resid_pre"],
+                "that is only the attention's write (hook_resid_mid); the block's MLP writes too, so end at hook_resid_post."),
+    ],
+    hint="Δ_ℓ = blocks.ℓ.hook_resid_post − blocks.ℓ.hook_resid_pre.",
+)
 
 
 def check_block_delta(fn, cache, n_layers: int) -> bool:
     """Exercise: Δ_ℓ, what block ℓ added to the stream."""
-    cases = [((cache, l), {}) for l in range(n_layers)]
-    try:
-        got = fn(cache, 0)
-    except NotImplementedError:
-        return check_function(fn, _ref_block_delta, cases, "block_delta")
-    except Exception as exc:
-        raise CheckFailed(f"block_delta: your function raised {type(exc).__name__}: {exc}") from exc
-    if got is not None and hasattr(got, "shape"):
-        post = cache["blocks.0.hook_resid_post"]
-        if tuple(got.shape) == tuple(post.shape) and bool((got - post).abs().max() < 1e-6):
-            raise CheckFailed("block_delta(cache, 0) returned the stream after block 0, not the change. "
-                              "Subtract the stream that entered the block.")
-    return check_function(fn, _ref_block_delta, cases, "block_delta",
-                          hint="Δ_ℓ = blocks.ℓ.hook_resid_post − blocks.ℓ.hook_resid_pre.")
+    return BLOCK_DELTA.check(fn, _block_delta_cases(cache, n_layers))
 
 
-def _ref_head_write(model, cache, layer: int, head: int):
+def solution_head_write(model, cache, layer: int, head: int):
+    """Reference: one head's write into the stream, z_h W_O^h, [batch, pos, d_model]."""
     import torch
 
     z = cache[f"blocks.{layer}.attn.hook_z"][:, :, head]  # [batch, pos, d_head]
     return torch.einsum("bpk,kd->bpd", z, model.W_O[layer, head])
 
 
+def _head_write_cases(model=None, cache=None):
+    if model is None:
+        model, cache = _default_run()
+    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    return [((model, cache, l, h), {}) for l in range(L) for h in sorted({0, H - 1})]
+
+
+HEAD_WRITE = Exercise("ch1.head-write", "head_write", solution_head_write, _head_write_cases, mistakes=[
+        Mistake(lambda m, c, l, h: solution_head_write(m, c, l, h) + m.b_O[l],
+                "you added the attention bias b_O. It belongs to the layer, not to any one head, so it is a separate term."),
+        Mistake(lambda m, c, l, h: c[f"blocks.{l}.hook_attn_out"],
+                "that is the whole layer's attention output (every head plus b_O); take one head's slice of hook_z."),
+        Mistake(lambda m, c, l, h: c[f"blocks.{l}.attn.hook_z"][:, :, h],
+                "hook_z lives in the head's own d_head-dimensional space; multiply by W_O[layer, head] to write into the stream."),
+    ],
+    atol=1e-4,
+    hint="Take the head's slice of blocks.ℓ.attn.hook_z and multiply by W_O[ℓ, h].",
+)
+
+
 def check_head_write(fn, model, cache) -> bool:
     """Exercise: one head's write into the stream, z_h W_O^h."""
-    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    cases = [((model, cache, l, h), {}) for l in range(L) for h in {0, H - 1}]
-    try:
-        got = fn(model, cache, 0, 0)
-    except NotImplementedError:
-        return check_function(fn, _ref_head_write, cases, "head_write")
-    except Exception as exc:
-        raise CheckFailed(f"head_write: your function raised {type(exc).__name__}: {exc}") from exc
-    want = _ref_head_write(model, cache, 0, 0)
-    if got is not None and hasattr(got, "shape") and tuple(got.shape) == tuple(want.shape):
-        with_bias = want + model.b_O[0]
-        if bool((got - with_bias).abs().max() < 1e-5) and bool(model.b_O[0].abs().max() > 1e-6):
-            raise CheckFailed("head_write: you added the attention bias b_O. It belongs to the layer, "
-                              "not to any one head, so it is a separate term.")
-    return check_function(fn, _ref_head_write, cases, "head_write", atol=1e-4,
-                          hint="Take the head's slice of blocks.ℓ.attn.hook_z and multiply by W_O[ℓ, h].")
+    return HEAD_WRITE.check(fn, _head_write_cases(model, cache))

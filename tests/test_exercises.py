@@ -165,6 +165,7 @@ def test_registry_is_filled_by_the_topic_modules():
 def test_every_registered_exercise_accepts_its_solution_and_names_each_mistake(capsys):
     """Generic: every Exercise in the book passes its own reference, and every listed mistake is caught by name."""
     for ex in _book_exercises():
+        torch.set_grad_enabled(True)  # each exercise starts as a fresh chapter would (a model loader may switch it off)
         assert ex.check(ex.solution) is True, ex.id
         assert len(ex.mistakes) >= 2, f"{ex.id}: list at least two typical wrong answers"
         for m in ex.mistakes:
@@ -179,6 +180,7 @@ def test_every_registered_exercise_accepts_its_solution_and_names_each_mistake(c
 def test_every_registered_function_exercise_rejects_a_constant(capsys):
     """A function that returns the right answer for the first case only (a constant) must fail."""
     for ex in _book_exercises():
+        torch.set_grad_enabled(True)
         if ex.cases is None:
             continue
         (args, kwargs), *_ = ex.all_cases()

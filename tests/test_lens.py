@@ -113,6 +113,9 @@ def test_tuned_lens_starts_as_logit_lens_and_training_lowers_kl(tiny_model):
     tuned_kl = lens.kl_to_final(lens.tuned_lens_logits(tiny_model, tuned, cache), logits)
     assert torch.all(tuned_kl[:-1] < logit_kl[:-1])
     assert all(p.grad is None for p in tiny_model.parameters())   # the model itself was not trained
+    assert isinstance(tuned, lens.TunedLens) and isinstance(tuned, torch.nn.Module)  # a real class, not a factory
+    with pytest.raises(ValueError, match="n_translators"):
+        lens.TunedLens(0, tiny_model.cfg.d_model)
 
 
 def test_direct_logit_attribution_sums_to_the_logit_difference(tiny_model, run):
@@ -170,7 +173,7 @@ def test_figures_build(tiny_model, run):
 # ---------------------------------------------------------------- exercise checkers
 
 def test_paths_and_terms_checker():
-    assert lens.check_paths_and_terms(lens._ref_paths_and_terms)
+    assert lens.check_paths_and_terms(lens.solution_paths_and_terms)
     assert lens.check_paths_and_terms(lambda L, H: (_ for _ in ()).throw(NotImplementedError())) is False
     with pytest.raises(CheckFailed, match="MLP"):
         lens.check_paths_and_terms(lambda L, H: ((H + 1) ** L, 2 + L * (H + 1)))
@@ -182,16 +185,16 @@ def test_paths_and_terms_checker():
 
 def test_logit_lens_checker(tiny_model, run):
     _, _, cache = run
-    assert lens.check_logit_lens_at(lens._ref_logit_lens_at, tiny_model, cache)
+    assert lens.check_logit_lens_at(lens.solution_logit_lens_at, tiny_model, cache)
     with pytest.raises(CheckFailed, match="ln_final"):
         lens.check_logit_lens_at(lambda m, c, l: c[f"blocks.{l}.hook_resid_post"][0] @ m.W_U + m.b_U, tiny_model, cache)
     with pytest.raises(CheckFailed):  # off by one block
-        lens.check_logit_lens_at(lambda m, c, l: lens._ref_logit_lens_at(m, c, max(l - 1, 0)) + (l == 0), tiny_model, cache)
+        lens.check_logit_lens_at(lambda m, c, l: lens.solution_logit_lens_at(m, c, max(l - 1, 0)) + (l == 0), tiny_model, cache)
 
 
 def test_head_dla_checker(tiny_model, run):
     _, _, cache = run
-    assert lens.check_head_dla(lens._ref_head_dla, tiny_model, cache, 5, 9)
+    assert lens.check_head_dla(lens.solution_head_dla, tiny_model, cache, 5, 9)
 
     def unscaled(model, cache, layer, head, a, b):
         w = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head] @ model.W_O[layer, head]
@@ -200,14 +203,14 @@ def test_head_dla_checker(tiny_model, run):
     with pytest.raises(CheckFailed, match="scale"):
         lens.check_head_dla(unscaled, tiny_model, cache, 5, 9)
     with pytest.raises(CheckFailed):  # the wrong head
-        lens.check_head_dla(lambda m, c, l, h, a, b: lens._ref_head_dla(m, c, l, (h + 1) % m.cfg.n_heads, a, b) + 1.0,
+        lens.check_head_dla(lambda m, c, l, h, a, b: lens.solution_head_dla(m, c, l, (h + 1) % m.cfg.n_heads, a, b) + 1.0,
                             tiny_model, cache, 5, 9)
 
 
 def test_kl_checker():
-    assert lens.check_kl_divergence(lens._ref_kl_divergence)
+    assert lens.check_kl_divergence(lens.solution_kl_divergence)
     with pytest.raises(CheckFailed, match="KL\\(P_lens"):
-        lens.check_kl_divergence(lambda p, q: lens._ref_kl_divergence(q, p))
+        lens.check_kl_divergence(lambda p, q: lens.solution_kl_divergence(q, p))
     with pytest.raises(CheckFailed):  # forgot the softmax: compares logits directly
         lens.check_kl_divergence(lambda p, q: ((p - q) ** 2).sum(-1))
 

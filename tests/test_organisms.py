@@ -63,18 +63,18 @@ def test_top_predictions_validates(gpt):
 def test_checker_single_token(gpt):
     good = lambda m, w: len(m.tokenizer.encode(" " + w, add_special_tokens=False)) == 1
     assert organisms.check_is_single_token(good, gpt)
-    with pytest.raises(CheckFailed, match="leading space"):
+    with pytest.raises(CheckFailed, match="BOS token"):
         organisms.check_is_single_token(lambda m, w: len(m.to_tokens(" " + w)[0]) == 1, gpt)
 
 
 def test_checker_relation_recall(gpt):
-    assert organisms.check_relation_recall(organisms._ref_relation_recall, gpt)
+    assert organisms.check_relation_recall(organisms.solution_relation_recall, gpt)
     with pytest.raises(CheckFailed):
-        organisms.check_relation_recall(lambda m, r: 1.0 - organisms._ref_relation_recall(m, r) + 0.5, gpt)
+        organisms.check_relation_recall(lambda m, r: 1.0 - organisms.solution_relation_recall(m, r) + 0.5, gpt)
 
 
 def test_checker_second_copy_loss(attn):
-    assert organisms.check_second_copy_loss(organisms._ref_second_copy_loss, attn)
+    assert organisms.check_second_copy_loss(organisms.solution_second_copy_loss, attn)
 
     def first_copy(model, tokens):
         n = (tokens.shape[1] - 1) // 2
