@@ -218,7 +218,7 @@ function build() {
   els.layer = h("select", { id: "lab-layer", "aria-label": "layer" });
   els.head = h("select", { id: "lab-head", "aria-label": "head" });
   els.canvas = h("canvas", { id: "lab-pattern", class: "lab-pattern", width: "320", height: "320" });
-  els.hover = h("p", { id: "lab-hover", class: "lab-note", text: "Point at a cell: query → key, attention weight." });
+  els.hover = h("p", { id: "lab-hover", class: "lab-note", text: "Queries down, keys across. Point at a cell (or tap it) for its weight." });
   els.scores = h("div", { id: "lab-scores", class: "lab-scroll" });
   els.copy = h("p", { id: "lab-copy", class: "lab-note" });
 
@@ -257,7 +257,8 @@ function build() {
   els.clear.addEventListener("click", () => { state.ablate.heads.clear(); state.ablate.mlps.clear(); renderAblate(); schedule(); });
   els.layer.addEventListener("change", () => { state.layer = +els.layer.value; drawPattern(); });
   els.head.addEventListener("change", () => { state.head = +els.head.value; drawPattern(); });
-  els.canvas.addEventListener("mousemove", hoverPattern);
+  els.canvas.addEventListener("pointermove", hoverPattern);
+  els.canvas.addEventListener("pointerdown", hoverPattern);
   new MutationObserver(() => { refreshLook(); drawPattern(); })
     .observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
   new ResizeObserver((entries) => {
@@ -443,12 +444,21 @@ function render(m, r) {
 
 // Theme colours and the canvas size, read once and again only when they change: reading them
 // forces the browser to lay the page out, which would cost more than the forward pass.
-const look = { theme: null, bg: "#fff", line: "#ccc", width: 320 };
+const look = { theme: null, bg: "#fff", line: "#ccc", text: "#222", width: 320 };
 function refreshLook() {
   const style = getComputedStyle(document.documentElement);
   look.theme = document.documentElement.dataset.theme;
   look.bg = style.getPropertyValue("--pst-color-background").trim() || "#fff";
   look.line = style.getPropertyValue("--pst-color-border").trim() || "#ccc";
+  look.text = style.getPropertyValue("--pst-color-text-base").trim() || "#222";
+}
+
+// Token labels fit beside the grid up to this many positions; longer prompts rely on the hover line.
+const LABELLED = 48;
+
+function patternGeometry(box, T) {
+  const margin = T <= LABELLED ? Math.min(72, Math.round(box * 0.22)) : 0;
+  return { margin, cell: (box - margin) / T };
 }
 
 function drawPattern() {
@@ -464,15 +474,32 @@ function drawPattern() {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = look.bg;
   ctx.fillRect(0, 0, box, box);
-  const cell = box / T;
+  const { margin, cell } = patternGeometry(box, T);
   const dark = document.documentElement.dataset.theme === "dark";
   for (let q = 0; q < T; q++) for (let k = 0; k <= q; k++) {
     const p = r.pattern[((l * H + hd) * T + q) * T + k];
     ctx.fillStyle = dark ? `rgba(86,180,233,${p})` : `rgba(0,114,178,${p})`;
-    ctx.fillRect(k * cell, q * cell, Math.ceil(cell), Math.ceil(cell));
+    ctx.fillRect(margin + k * cell, margin + q * cell, Math.ceil(cell), Math.ceil(cell));
+  }
+  if (margin) {  // queries down the left, keys along the top
+    const size = Math.max(7, Math.min(11, cell * 0.8));
+    ctx.font = `${size}px ${getComputedStyle(els.canvas).fontFamily || "monospace"}`;
+    ctx.fillStyle = look.text;
+    ctx.textBaseline = "middle";
+    const label = (i) => { const t = i === 0 ? "BOS" : show(decodeOne(m, r.ids[i])); return t.length > 9 ? t.slice(0, 8) + "…" : t; };
+    ctx.textAlign = "right";
+    for (let q = 0; q < T; q++) ctx.fillText(label(q), margin - 3, margin + (q + 0.5) * cell);
+    for (let k = 0; k < T; k++) {
+      ctx.save();
+      ctx.translate(margin + (k + 0.5) * cell, margin - 3);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textAlign = "left";
+      ctx.fillText(label(k), 0, 0);
+      ctx.restore();
+    }
   }
   ctx.strokeStyle = look.line;
-  ctx.strokeRect(0.5, 0.5, box - 1, box - 1);
+  ctx.strokeRect(margin + 0.5, margin + 0.5, box - margin - 1, box - margin - 1);
   els.canvas.dataset.layer = l; els.canvas.dataset.head = hd;
 }
 
@@ -480,7 +507,8 @@ function hoverPattern(ev) {
   const r = state.result, m = current;
   if (!r || !m) return;
   const rect = els.canvas.getBoundingClientRect(), T = r.ids.length;
-  const k = Math.floor((ev.clientX - rect.left) / rect.width * T), q = Math.floor((ev.clientY - rect.top) / rect.height * T);
+  const { margin, cell } = patternGeometry(rect.width, T);
+  const k = Math.floor((ev.clientX - rect.left - margin) / cell), q = Math.floor((ev.clientY - rect.top - margin) / cell);
   if (q < 0 || k < 0 || q >= T || k >= T) return;
   const p = k > q ? 0 : r.pattern[((state.layer * m.meta.n_heads + state.head) * T + q) * T + k];
   const tok = (i) => (i === 0 ? "BOS" : show(decodeOne(m, r.ids[i])));
