@@ -130,24 +130,30 @@
     var top = Math.max(40, MODEBAR_BAND + Math.ceil(lines * px * 1.3) + 16 + (meta.menu_band || 0) + (meta.note_band || 0));
     if (wrapped !== cur) u["title.text"] = wrapped;
     if (px !== ((L.title && L.title.font && L.title.font.size) || 16)) u["title.font.size"] = px;
-    if (Math.abs(L.margin.t - top) > 1) u["margin.t"] = top;
-    var vertical = L.showlegend && base.legend.orientation !== "h" && (base.legend.x === undefined || base.legend.x >= 1);
+    // A legend that would crowd the plot (on the right at phone width, or under the x axis where it
+    // meets the axis title) goes to the top, in a band of its own between the title and the plot.
+    var vertical = base.legend.orientation !== "h" && (base.legend.x === undefined || base.legend.x >= 1);
+    var below = base.legend.orientation === "h" && typeof base.legend.y === "number" && (base.legend.y < 0 || base.legend.y >= 1);
     if (narrow) {
       if (base.l > 64) u["margin.l"] = 64;
       if (base.r > 24) u["margin.r"] = 24;
-      if (vertical) {
-        var rows = legendRows(gd, W - 20);
-        Object.assign(u, {"legend.orientation": "h", "legend.x": 0, "legend.xanchor": "left",
-                          "legend.y": 0, "legend.yanchor": "bottom", "legend.yref": "container",
-                          "margin.b": base.b + rows * 22});
-      }
-    } else if (gd._rsNarrow) {  // back from phone width: restore the author's layout
-      Object.assign(u, {"margin.l": base.l, "margin.r": base.r, "margin.b": base.b});
-      if (vertical) Object.assign(u, {"legend.orientation": base.legend.orientation || "v", "legend.x": base.legend.x,
-                                      "legend.xanchor": base.legend.xanchor, "legend.y": base.legend.y,
-                                      "legend.yanchor": base.legend.yanchor, "legend.yref": "paper",
-                                      "margin.b": base.b});
+    } else if (gd._rsNarrow) {
+      Object.assign(u, {"margin.l": base.l, "margin.r": base.r});
     }
+    if (L.showlegend && ((narrow && vertical) || below)) {
+      var rows = legendRows(gd, W - 20), band = (meta.menu_band || 0) + (meta.note_band || 0) + 4;
+      gd._rsLegendTop = {top: top, band: band};  // settle() measures the legend once drawn
+      top += rows * 30;
+      Object.assign(u, {"legend.orientation": "h", "legend.x": 0, "legend.xanchor": "left", "legend.yref": "paper",
+                        "legend.y": 1 + band / Math.max(50, L._size ? L._size.h - (top - L.margin.t) : 300),
+                        "legend.yanchor": "bottom"});
+    } else if (L.showlegend && vertical && gd._rsNarrow) {  // back from phone width: the author's legend
+      gd._rsLegendTop = null;
+      Object.assign(u, {"legend.orientation": base.legend.orientation || "v", "legend.x": base.legend.x,
+                        "legend.xanchor": base.legend.xanchor, "legend.y": base.legend.y,
+                        "legend.yanchor": base.legend.yanchor});
+    }
+    if (Math.abs(L.margin.t - top) > 1) u["margin.t"] = top;
     // axis titles: wrapped to the axis' length (a long y title otherwise runs into the chart title)
     Object.keys(L).forEach(function (k) {
       if (!/^[xy]axis\d*$/.test(k) || !L[k]._length) return;
@@ -197,7 +203,15 @@
     var u = fitUpdate(gd);
     if (withColours) Object.assign(u, colourUpdate(gd, themeColours()));
     if (!Object.keys(u).length) return Promise.resolve();
-    var p = window.Plotly.relayout(gd, u).then(function () { busy.delete(gd); }, function () { busy.delete(gd); });
+    var p = window.Plotly.relayout(gd, u).then(function () {
+      // the legend's real height (rows, spacing) is known only once drawn: make its band fit it
+      var lt = gd._rsLegendTop, lg = lt && gd.querySelector(".legend");
+      if (!lg) return;
+      var want = Math.ceil(lt.top + lg.getBoundingClientRect().height + 6), L = gd._fullLayout;
+      if (Math.abs(L.margin.t - want) <= 2) return;
+      var plotH = L._size.h - (want - L.margin.t);
+      return window.Plotly.relayout(gd, {"margin.t": want, "legend.y": 1 + lt.band / Math.max(50, plotH)});
+    }).then(function () { busy.delete(gd); }, function () { busy.delete(gd); });
     busy.set(gd, p);
     return p;
   }
