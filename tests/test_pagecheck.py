@@ -128,6 +128,18 @@ def fixture_reports(tmp_path_factory):
     fixable = ["clipped_title", "modebar", "small_font", "contrast", "no_colour_bar"]  # small_font has a note
     figs = _defect_figures()
     body = THEME_SIDEBAR + "".join(_figure(figs[n][0], fixed=True) for n in fixable)
+    # a legend placed under the x axis and subplot titles: residual.js gives each its own band
+    legend = go.Figure([go.Scatter(x=[0, 1, 2], y=[i, i + 1, i], name=f"a long series name {i}") for i in range(5)],
+                       layout={"title": "Legends move to a band of their own", "xaxis_title": "training step",
+                               "legend": {"orientation": "h", "y": -0.2, "yanchor": "top"}})
+    from plotly.subplots import make_subplots
+
+    panels = make_subplots(rows=1, cols=2, subplot_titles=("length of each stream state at every position",
+                                                           "what the last position writes"))
+    panels.add_trace(go.Bar(x=["a", "b"], y=[1, 2]), 1, 1)
+    panels.add_trace(go.Bar(x=["a", "b"], y=[2, 1]), 1, 2)
+    panels.update_layout(title="Two panels with long titles", showlegend=False)
+    body += _figure(legend, fixed=True) + _figure(panels, fixed=True)
     good = _bar(title="Menus", meta={"view": "K"}, updatemenus=[_menus(active=1, title_args=True)])
     good.update_layout(title="View K")
     body += _figure(good, fixed=True)
@@ -160,8 +172,8 @@ def test_dark_mode_check_catches_a_light_figure_and_frame(fixture_reports):
 
 def test_the_book_rules_pass_every_check(fixture_reports):
     rep = fixture_reports["control"]
-    assert rep.figures == rep.figures_drawn == 6
+    assert rep.figures == rep.figures_drawn == 8
     assert rep.problems == [], "\n".join(rep.problems)
-    assert rep.figures_passing == 6
+    assert rep.figures_passing == 8
     assert set(rep.view_problems) == {"1280x900 light", "1280x900 dark", "390x844 light", "390x844 dark",
                                       "1280x900 sidebar", "390x844 sidebar"}
