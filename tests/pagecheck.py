@@ -563,11 +563,18 @@ def check_site(html_root: str | Path, pages: list[str] | None = None, screenshot
                 if n == 0 and shots:
                     driver.get(base + page)
                     driver.execute_async_script(_WAIT_JS)
-                    _set_view(driver, width, int(counts["height"]) + 100)
-                    time.sleep(0.5)
                     out = shots / (page.replace("/", "__").replace(".html", ".png"))
-                    driver.save_screenshot(str(out))
-                    rep.screenshot = str(out)
+                    for tall in (int(counts["height"]) + 100, height):  # a very tall page may time out: then one screen
+                        try:
+                            _set_view(driver, width, min(tall, 16000))
+                            time.sleep(0.5)
+                            driver.save_screenshot(str(out))
+                            rep.screenshot = str(out)
+                            break
+                        except Exception as exc:  # selenium's renderer timeout
+                            rep.view_problems.setdefault("screenshot", []).append(
+                                f"full-page screenshot failed at {tall} px: {type(exc).__name__}")
+                    rep.view_problems.pop("screenshot", None) if rep.screenshot else None
             reports.append(rep)
     finally:
         driver.quit()
