@@ -52,7 +52,7 @@ function loadModel(name) {
       mark("unpacked");
       await warmup;
       const session = await ort.InferenceSession.create(bytes, {
-        executionProviders: ["wasm"], graphOptimizationLevel: "all",
+        executionProviders: ["wasm"], graphOptimizationLevel: "basic",
         externalData: [{ path: "weights.bin", data: weights }],
       });
       mark("session");
