@@ -229,6 +229,7 @@ function build() {
       h("label", {}, "Target ", els.target),
       h("label", {}, "Rival ", els.rival),
       els.repeat),
+    h("p", { class: "lab-note", text: "The target and the rival are single tokens. A word that follows a space is a token that starts with one: type “ Paris”, not “Paris”." }),
     els.status, els.error,
     h("section", { class: "lab-panel", id: "lab-panel-ablate" },
       h("h3", { text: "Interventions" }),
