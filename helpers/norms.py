@@ -512,7 +512,7 @@ def depth_slider_figure(profiles: dict, active: int | None = None):
         raise ValueError("profiles must be the dict returned by depth_profiles.")
     depths = profiles["depths"]
     active = len(depths) - 1 if active is None else active
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16)  # the axis titles name the panels
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.2)  # the axis titles name the panels
 
     def traces(i):
         L = depths[i]
@@ -543,15 +543,15 @@ def depth_slider_figure(profiles: dict, active: int | None = None):
         tr = traces(i)
         steps.append({"method": "restyle", "label": str(L),
                       "args": [{"x": [t[0] for t in tr], "y": [t[1] for t in tr]}]})
-    fig.update_xaxes(title_text="layer l (0 = input)", row=1, col=1)
-    fig.update_xaxes(title_text="layer l", row=1, col=2)
-    fig.update_yaxes(title_text="forward: E‖h_l‖² / d", range=[0, ymax], row=1, col=1)
-    fig.update_yaxes(title_text="backward: ‖∂loss/∂W_out‖", type="log", row=1, col=2)
+    fig.update_xaxes(title_text="layer ℓ", row=1, col=1)
+    fig.update_xaxes(title_text="layer ℓ", row=1, col=2)
+    fig.update_yaxes(title_text="E‖h_ℓ‖²/d", range=[0, ymax], row=1, col=1)
+    fig.update_yaxes(title_text="‖∂loss/∂W_out‖", type="log", row=1, col=2)
     fig.update_layout(
         title={"text": "Pre-LN's stream grows; post-LN's gradient peaks at the end", "y": 0.97, "yanchor": "top"},
         sliders=[{"active": active, "currentvalue": {"prefix": "depth L = "}, "steps": steps,
-                  "y": -0.18, "yanchor": "top", "pad": {"t": 10}}],
-        height=560, margin={"t": 120, "b": 150},
+                  "y": -0.24, "yanchor": "top", "pad": {"t": 10}}],
+        height=580, margin={"t": 120, "b": 170}, meta={"view": str(depths[active])},
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
     )
     return fig

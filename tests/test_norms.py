@@ -243,6 +243,7 @@ def test_figures_build():
     assert len(fig.data) == 6 and len(fig.layout.sliders[0].steps) == 2
     assert len(fig.layout.title.text) <= 60 and not fig.layout.annotations  # short title, no subplot titles to collide
     assert fig.layout.legend.y > 1 and fig.layout.sliders[0].y < 0  # legend above the plots, slider below
+    assert fig.layout.meta["view"] == "2"  # the declared opening view is the active slider step (depth 2)
     fig2 = norms.loss_curves_figure({"a": np.ones((2, 10)), "b": np.zeros((2, 10))})
     assert len(fig2.data) == 4
     with pytest.raises(ValueError):
