@@ -55,6 +55,15 @@ def test_substitution_changes_only_the_model_name():
     assert new == 'x = 1\nMODEL_NAME = "/tmp/standin"  # "gpt2" loads GPT-2\nlm = helpers.load_model("rs-gpt2-4l")\n'
 
 
+def test_finding_lines_are_the_claims_api_lines_only():
+    text = ("measured 0.213 on /x/gpt2-standin-small; on rs-gpt2-4l this holds with exceeds the null by ≥ 0.05 "
+            "(null: block 0's share = 0.2) · ch4.shallow-deeper\n"
+            "measured at block 8: 1.271·d ± 0.037 (standard errors over 6 seeds)\n"
+            "✔ finding · ch4.other: 0.5, > 0.1 (null: chance = 0)\n")
+    found = standin.FINDING_LINE.findall(text)
+    assert len(found) == 1 and found[0].endswith("· ch4.shallow-deeper")
+
+
 def test_chapter_without_model_line_is_refused(tmp_path):
     import nbformat
 

@@ -49,8 +49,10 @@ SIZES = {
 #: The line a chapter uses to choose its model; only the quoted name is replaced.
 MODEL_LINE = re.compile(r'^(MODEL_NAME\s*=\s*)"(rs-[A-Za-z0-9-]+)"', re.MULTILINE)
 #: Lines the claims API prints when a finding measured on a bundled organism is
-#: checked on another model.
-FINDING_LINE = re.compile(r"^measured .*$", re.MULTILINE)
+#: checked on another model: "measured V on MODEL; on ORGANISM this holds with ... · chN.id"
+#: (helpers/claims.py, _summary). A chapter's own "measured ..." prose does not match.
+FINDING_LINE = re.compile(r"^measured \S+ on .+; on .+ this holds with .+ · [a-z][a-z0-9]*\.[a-z0-9][a-z0-9-]*$",
+                          re.MULTILINE)
 
 
 def standin_dir(size: str) -> Path:
