@@ -569,23 +569,24 @@ def feature_explorer_figure(entries: list[dict], title: str):
         raise ValueError("feature_explorer_figure needs at least one entry.")
 
     def bars(e):
-        # a rank prefix keeps repeated contexts distinct on the category axis
-        ys = [f"{i + 1}. {c}" for i, (c, _) in enumerate(e["contexts"])]
-        return ys, [round(a, 3) for _, a in e["contexts"]]
+        # ranks on the axis, each context written inside its bar: long contexts stay readable on a phone
+        ys = [str(i + 1) for i in range(len(e["contexts"]))]
+        return ys, [round(a, 3) for _, a in e["contexts"]], [c for c, _ in e["contexts"]]
 
     def heading(e):
         return f"{title}: {e['name']}<br><sub>promotes directly: {' '.join(repr(t) for t in e['promoted'])}</sub>"
 
-    ys, xs = bars(entries[0])
-    fig = go.Figure(go.Bar(x=xs, y=ys, orientation="h", marker_color=PALETTE[0],
-                           hovertemplate="%{y}<br>activation %{x:.2f}<extra></extra>"))
+    ys, xs, texts = bars(entries[0])
+    fig = go.Figure(go.Bar(x=xs, y=ys, orientation="h", marker_color=PALETTE[0], text=texts, textposition="inside",
+                           insidetextanchor="start", textfont={"color": "white", "size": 11}, constraintext="none",
+                           hovertemplate="%{text}<br>activation %{x:.2f}<extra></extra>"))
     buttons = []
     for e in entries:
-        ys_e, xs_e = bars(e)
+        ys_e, xs_e, texts_e = bars(e)
         buttons.append({"label": e["name"], "method": "update",
-                        "args": [{"x": [xs_e], "y": [ys_e]}, {"title.text": heading(e)}]})
-    fig.update_layout(title=heading(entries[0]), xaxis_title="feature activation",
-                      yaxis={"autorange": "reversed", "automargin": True},
+                        "args": [{"x": [xs_e], "y": [ys_e], "text": [texts_e]}, {"title.text": heading(e)}]})
+    fig.update_layout(title=heading(entries[0]), xaxis_title="feature activation", yaxis_title="rank",
+                      yaxis={"autorange": "reversed"}, uniformtext={"minsize": 10, "mode": "show"},
                       updatemenus=[{"buttons": buttons, "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
                                     "direction": "down", "active": 0}],
                       height=300 + 34 * max(len(e["contexts"]) for e in entries), margin={"t": 150})

@@ -14,6 +14,7 @@ as in the paper; the hidden state is ``h = W x``.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -364,11 +365,11 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
     # Short subplot titles (they sit side by side even on a phone) and a horizontal colour bar
     # under the heatmap, away from the right panel's axis.
     fig = make_subplots(rows=1, cols=2, subplot_titles=("WᵀW", "directions W_i"),
-                        column_widths=[0.45, 0.55], horizontal_spacing=0.14)
+                        column_widths=[0.45, 0.55], horizontal_spacing=0.2)
     short = [str(i) for i in range(n)]
     fig.add_trace(go.Heatmap(z=gram[active], x=short, y=short, zmin=-1.5, zmax=1.5, colorscale="RdBu",
                              reversescale=True,
-                             colorbar={"orientation": "h", "x": 0.2, "xanchor": "center", "y": -0.22,
+                             colorbar={"orientation": "h", "x": 0.2, "xanchor": "center", "y": -0.2,
                                        "yanchor": "top", "len": 0.38, "thickness": 10,
                                        "title": {"text": "W_i · W_j", "side": "top"}},
                              hovertemplate="feature %{y} · feature %{x} = %{z:.3f}<extra></extra>"), row=1, col=1)
@@ -387,13 +388,13 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
                 "x": [short] + [[0, round(float(W[k, 0, i]), 4)] for i in range(n)],
                 "y": [short] + [[0, round(float(W[k, 1, i]), 4)] for i in range(n)]}
         steps.append({"method": "restyle", "label": str(lab), "args": [data, list(range(n + 1))]})
-    fig.update_layout(title=title, height=600, showlegend=False, margin={"r": 20, "b": 40},
-                      sliders=[{"active": active, "steps": steps, "pad": {"t": 110},
+    fig.update_layout(title=title, height=660, showlegend=False, margin={"r": 20, "b": 40},
+                      sliders=[{"active": active, "steps": steps, "pad": {"t": 165},
                                 "currentvalue": {"prefix": "feature probability 1 − S = "}}])
     fig.update_xaxes(title_text="feature j", row=1, col=1)
     fig.update_yaxes(autorange="reversed", title_text="feature i", row=1, col=1)
-    fig.update_xaxes(range=[-lim, lim], title_text="hidden dim 1", row=1, col=2)
-    fig.update_yaxes(range=[-lim, lim], title_text="hidden dim 2", scaleanchor="x2", row=1, col=2)
+    fig.update_xaxes(range=[-lim, lim], title_text="dim 1", row=1, col=2)
+    fig.update_yaxes(range=[-lim, lim], title_text="dim 2", scaleanchor="x2", row=1, col=2)
     return fig
 
 
@@ -422,15 +423,35 @@ def dimensionality_figure(density, per_feature, overall, d_hidden: int, title: s
                              hovertemplate="1/(1−S) = %{x:.1f}<br>D_i = %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=np.round(inv, 3), y=np.round(overall, 4), mode="lines+markers",
                              name=f"dimensions per feature = {d_hidden}/‖W‖²", line={"color": PALETTE[3], "width": 3}))
-    # Labels of neighbouring lines alternate between the right and the left edge, so close
-    # fractions (2/5 and 3/8) never print over each other.
-    for k, s in enumerate(sorted(sticky, reverse=True)):
-        fig.add_hline(y=s, line={"dash": "dot", "color": "#999", "width": 1},
-                      annotation_text=_fraction_label(s), annotation_position="right" if k % 2 == 0 else "left")
+    # Labels sit right of the plot; close fractions (2/5, 3/8, 1/3) are pushed apart so they
+    # never print over each other, and each keeps a short leader to its own line's height.
+    values = sorted(sticky, reverse=True)
+    for s in values:
+        fig.add_hline(y=s, line={"dash": "dot", "color": "#999", "width": 1})
+    for s, pos in zip(values, _spread(values, gap=0.06)):
+        fig.add_annotation(x=1.0, xref="paper", xanchor="left", y=pos, yref="y", text=_fraction_label(s),
+                           showarrow=False, font={"size": 11})
     fig.update_layout(title=title, xaxis_title="1 / (1 − S)  (inverse feature probability, log scale)",
-                      yaxis_title="dimensionality D_i (dimensions per feature)", xaxis_type="log", height=480,
-                      legend={"orientation": "h", "y": -0.2})
+                      yaxis_title="dimensionality D_i", xaxis_type="log", height=480,
+                      legend={"orientation": "h", "y": -0.2}, margin={"r": 40})
     return fig
+
+
+def _spread(values: Sequence[float], gap: float) -> list[float]:
+    """Label heights for lines at ``values`` (descending): each label as close to its line as
+    possible while neighbouring labels stay at least ``gap`` apart (clusters spread symmetrically)."""
+    pos = [float(v) for v in values]
+    for _ in range(50):
+        moved = False
+        for k in range(len(pos) - 1):
+            short = gap - (pos[k] - pos[k + 1])
+            if short > 1e-9:
+                pos[k] += short / 2
+                pos[k + 1] -= short / 2
+                moved = True
+        if not moved:
+            break
+    return pos
 
 
 def _fraction_label(x: float) -> str:
@@ -585,24 +606,27 @@ def check_predicted_dimensionality(predicted) -> bool:
 
 
 # --- predict, then measure: how many of six features a 2-D toy model keeps -------------------------
-_HEXAGON_CACHE: dict[str, tuple[int, int]] = {}
-
-
-def six_feature_geometry(density: float = 0.05, seed: int = 0) -> tuple[int, int, torch.Tensor]:
-    """Train the 2-D toy model with six equally important features at feature probability
-    ``density``; return (features represented, antipodal pairs, W [2, 6])."""
-    res = train_toy_models(torch.full((1, 6), float(density)), torch.ones(6), 2,
-                           steps=1500, batch=256, restarts=4, seed=seed)
+@functools.lru_cache(maxsize=4)
+def _six_feature_model(density: float, seed: int):
+    res = train_toy_models(torch.full((1, 6), density), torch.ones(6), 2, steps=1500, batch=256, restarts=4, seed=seed)
     W = res.W[0]
     return len(represented_features(W)), len(antipodal_pairs(W)), W
 
 
+def six_feature_geometry(density: float = 0.05, seed: int = 0) -> tuple[int, int, torch.Tensor]:
+    """Train the 2-D toy model with six equally important features at feature probability
+    ``density`` (1500 steps, best of 4 restarts; cached); return (features represented,
+    antipodal pairs, W [2, 6])."""
+    if not 0 < density <= 1:
+        raise ValueError(f"density is a feature probability 1 − S in (0, 1], got {density!r}.")
+    n_rep, n_pairs, W = _six_feature_model(float(density), int(seed))
+    return n_rep, n_pairs, W.clone()
+
+
 def solution_six_features() -> tuple[int, int]:
-    """Reference: (represented, antipodal pairs) of :func:`six_feature_geometry` (cached)."""
-    if "answer" not in _HEXAGON_CACHE:
-        n_rep, n_pairs, _ = six_feature_geometry()
-        _HEXAGON_CACHE["answer"] = (n_rep, n_pairs)
-    return _HEXAGON_CACHE["answer"]
+    """Reference: (represented, antipodal pairs) of :func:`six_feature_geometry` at 1 − S = 0.05."""
+    n_rep, n_pairs, _ = six_feature_geometry()
+    return n_rep, n_pairs
 
 
 def _compare_counts(got, want, what: str) -> None:
