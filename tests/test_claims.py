@@ -7,8 +7,6 @@ reference_problems) on _build/claims.json.
 import copy
 import importlib.util
 import json
-import math
-import sys
 
 import pytest
 
