@@ -26,9 +26,12 @@ __all__ = [
     "decomposition_explorer",
     "decomposition_widget",
     "sublayer_sources",
+    "output_bias_shares",
+    "silencing_costs",
     "check_count_additive_terms",
-    "check_block_delta",
-    "check_head_write",
+    "check_rotary_terms",
+    "check_joint_cost",
+    "check_least_needed_block",
 ]
 
 
@@ -55,6 +58,63 @@ def writing_params(d_model: int, n_heads: int, d_head: int, d_mlp: int) -> dict:
     w_o = n_heads * d_head * d_model
     w_out = d_mlp * d_model
     return {"W_O": w_o, "W_out": w_out, "total": w_o + w_out, "mlp_to_stream_ratio": d_mlp / d_model}
+
+
+def output_bias_shares(raw_model):
+    """Where the attention output bias b_O of compatibility mode comes from, per block.
+
+    ``raw_model`` is the bridge loaded with ``compatibility=False`` (weights as
+    trained). Compatibility mode folds each head's value bias into b_O (a value
+    bias adds the same vector to every value, and attention weights sum to 1, so
+    the head writes ``b_V^h W_O^h`` whatever it attends to), after first folding
+    LayerNorm's β into b_V (``b_V ← b_V + β W_V``), and then centres every writing
+    weight (subtracts its mean over the d_model coordinates). Returns a dict of
+    tensors: ``own`` [L, d] (the trained b_O, centred) and ``heads`` [L, H, d]
+    (each head's carried value bias, centred); ``own + heads.sum(1)`` is the
+    folded b_O.
+    """
+    import torch
+
+    cfg = getattr(raw_model, "cfg", None)
+    if cfg is None or not hasattr(raw_model, "W_V") or not hasattr(raw_model, "blocks"):
+        raise TypeError("output_bias_shares needs a model from helpers.load_model(name, compatibility=False).")
+    own, heads = [], []
+    with torch.no_grad():
+        for l in range(int(cfg.n_layers)):
+            beta = _ln1_bias(raw_model, l)
+            b_v = raw_model.b_V[l] + torch.einsum("d,hdk->hk", beta, raw_model.W_V[l])  # [H, d_head]
+            share = torch.einsum("hk,hkd->hd", b_v, raw_model.W_O[l])                   # [H, d]
+            heads.append(share - share.mean(-1, keepdim=True))
+            b_o = raw_model.b_O[l]
+            own.append(b_o - b_o.mean())
+    return {"own": torch.stack(own), "heads": torch.stack(heads)}
+
+
+def _ln1_bias(raw_model, layer: int):
+    ln = raw_model.blocks[layer].ln1
+    for name, p in ln.named_parameters():
+        if name.split(".")[-1] in ("bias", "b"):
+            return p
+    raise ValueError(f"block {layer}'s first LayerNorm has no bias parameter; was the model loaded "
+                     "with compatibility=False?")
+
+
+def silencing_costs(model, tokens, blocks: Sequence[int] | None = None) -> list[float]:
+    """Increase in mean next-token loss on ``tokens`` when each block is replaced by the identity.
+
+    ``blocks`` lists the blocks to silence one at a time (default: every block).
+    """
+    import torch
+
+    L = int(model.cfg.n_layers)
+    blocks = list(range(L)) if blocks is None else [require_int("block", b, 0, L - 1) for b in blocks]
+    with torch.no_grad():
+        base = model(tokens, return_type="loss").item()
+        out = []
+        for b in blocks:
+            with model.hooks(fwd_hooks=zero_block_hooks([b], L)):
+                out.append(model(tokens, return_type="loss").item() - base)
+    return out
 
 
 # ---------------------------------------------------------------- explorer
@@ -236,80 +296,122 @@ def check_count_additive_terms(fn) -> bool:
 
 
 def _default_run():
-    """The chapter's model and its cache on one prompt, for the exercises' own cases (built once)."""
+    """The chapter's model and two texts (held-out corpus text, repeated random tokens), built once."""
     global _DEFAULT_RUN
     if _DEFAULT_RUN is None:
-        import torch
-
+        from .core import repeated_random_tokens
         from .models import load_model
+        from .zoo.evals import corpus_windows
 
         model = load_model("rs-gpt2-4l")
-        with torch.no_grad():
-            _, cache = model.run_with_cache(model.to_tokens("When Mary and John went to the store, John gave"))
-        _DEFAULT_RUN = model, cache
+        _DEFAULT_RUN = model, corpus_windows(model, n_seqs=8, seq_len=97, seed=123), \
+            repeated_random_tokens(model, n_seqs=8, length=40, seed=1)
     return _DEFAULT_RUN
 
 
 _DEFAULT_RUN = None
 
 
-def solution_block_delta(cache, layer: int):
-    """Reference: Δ_ℓ, what block ℓ added to the stream."""
-    return cache[f"blocks.{layer}.hook_resid_post"] - cache[f"blocks.{layer}.hook_resid_pre"]
+def solution_rotary_terms() -> int:
+    """Reference: vectors summed into the final stream of a 32-layer, 32-head model with rotary positions."""
+    return 1 + 32 * (32 + 1)
 
 
-def _block_delta_cases(cache=None, n_layers=None):
-    if cache is None:
-        model, cache = _default_run()
-        n_layers = int(model.cfg.n_layers)
-    return [((cache, l), {}) for l in range(n_layers)]
-
-
-BLOCK_DELTA = Exercise("ch1.block-delta", "block_delta", solution_block_delta, _block_delta_cases, mistakes=[
-        Mistake(lambda c, l: c[f"blocks.{l}.hook_resid_post"], "you returned the stream after the block, not the "
-                "change. Subtract the stream that entered the block."),
-        Mistake(lambda c, l: c[f"blocks.{l}.hook_resid_pre"] - c[f"blocks.{l}.hook_resid_post"],
-                "the sign is flipped: Δ_ℓ is what the block adds, after minus before."),
-        Mistake(lambda c, l: c[f"blocks.{l}.hook_resid_mid"] - c[f"blocks.{l}.hook_resid_pre"],
-                "that is only the attention's write (hook_resid_mid); the block's MLP writes too, so end at hook_resid_post."),
+ROTARY_TERMS = Exercise("ch1.rotary-terms", "terms_rotary", solution_rotary_terms, mistakes=[
+        Mistake(value=1058, why="a rotary model adds no positional vector to the stream: it rotates queries and keys "
+                "inside attention, so h_0 is the token embedding alone."),
+        Mistake(value=1057 + 32, why="these models have no attention biases, and even where there are some this "
+                "count folds them into their layer."),
+        Mistake(value=32 * 32, why="you counted only the heads; each block's MLP writes too, and so does the embedding."),
+        Mistake(value=1 + 32 * 32, why="you forgot the MLPs: each block adds one MLP write after its heads."),
     ],
-    hint="Δ_ℓ = blocks.ℓ.hook_resid_post − blocks.ℓ.hook_resid_pre.",
+    hint="h_0 is one vector here; each block adds H head writes and one MLP write.",
 )
 
 
-def check_block_delta(fn, cache, n_layers: int) -> bool:
-    """Exercise: Δ_ℓ, what block ℓ added to the stream."""
-    return BLOCK_DELTA.check(fn, _block_delta_cases(cache, n_layers))
+def check_rotary_terms(answer) -> bool:
+    """Exercise (predict): the term count for a model without learned positional embeddings."""
+    return ROTARY_TERMS.check_value(answer)
 
 
-def solution_head_write(model, cache, layer: int, head: int):
-    """Reference: one head's write into the stream, z_h W_O^h, [batch, pos, d_model]."""
+def solution_joint_cost(model, tokens, a: int, b: int) -> float:
+    """Reference: loss increase with blocks a and b silenced together, minus the sum of the single increases."""
     import torch
 
-    z = cache[f"blocks.{layer}.attn.hook_z"][:, :, head]  # [batch, pos, d_head]
-    return torch.einsum("bpk,kd->bpd", z, model.W_O[layer, head])
+    L = int(model.cfg.n_layers)
+    with torch.no_grad():
+        base = model(tokens, return_type="loss").item()
+        with model.hooks(fwd_hooks=zero_block_hooks([a, b], L)):
+            both = model(tokens, return_type="loss").item() - base
+    single_a, single_b = silencing_costs(model, tokens, [a, b])
+    return both - (single_a + single_b)
 
 
-def _head_write_cases(model=None, cache=None):
+def _joint_cost_cases(model=None, texts=None):
     if model is None:
-        model, cache = _default_run()
-    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    return [((model, cache, l, h), {}) for l in range(L) for h in sorted({0, H - 1})]
+        model, *texts = _default_run()
+    L = int(model.cfg.n_layers)
+    pairs = [(0, 1), (L - 2, L - 1)] if L > 2 else [(0, 1)]
+    return [((model, t, a, b), {}) for t in texts for a, b in pairs]
 
 
-HEAD_WRITE = Exercise("ch1.head-write", "head_write", solution_head_write, _head_write_cases, mistakes=[
-        Mistake(lambda m, c, l, h: solution_head_write(m, c, l, h) + m.b_O[l],
-                "you added the attention bias b_O. It belongs to the layer, not to any one head, so it is a separate term."),
-        Mistake(lambda m, c, l, h: c[f"blocks.{l}.hook_attn_out"],
-                "that is the whole layer's attention output (every head plus b_O); take one head's slice of hook_z."),
-        Mistake(lambda m, c, l, h: c[f"blocks.{l}.attn.hook_z"][:, :, h],
-                "hook_z lives in the head's own d_head-dimensional space; multiply by W_O[layer, head] to write into the stream."),
+def _joint_without_base(model, tokens, a, b):
+    import torch
+
+    L = int(model.cfg.n_layers)
+    with torch.no_grad():
+        base = model(tokens, return_type="loss").item()
+        with model.hooks(fwd_hooks=zero_block_hooks([a, b], L)):
+            both = model(tokens, return_type="loss").item()
+    single_a, single_b = silencing_costs(model, tokens, [a, b])
+    return both - (single_a + base + single_b + base)
+
+
+JOINT_COST = Exercise("ch1.joint-cost", "joint_cost", solution_joint_cost, _joint_cost_cases, mistakes=[
+        Mistake(lambda m, t, a, b: 0.0, "you assumed effects add because writes add. Block b computes its write "
+                "from what block a left behind, so silencing a changes b's write too."),
+        Mistake(lambda m, t, a, b: -solution_joint_cost(m, t, a, b), "the sign is flipped: the answer is the joint "
+                "cost minus the sum of the single costs."),
+        Mistake(_joint_without_base, "you subtracted raw losses, not increases: each cost is a loss minus the "
+                "unsilenced loss, so the base loss must come off each term once."),
     ],
-    atol=1e-4,
-    hint="Take the head's slice of blocks.ℓ.attn.hook_z and multiply by W_O[ℓ, h].",
+    atol=1e-3, rtol=1e-3,
+    hint="Measure three increases over the unsilenced loss: a alone, b alone, both; return both − (a + b).",
 )
 
 
-def check_head_write(fn, model, cache) -> bool:
-    """Exercise: one head's write into the stream, z_h W_O^h."""
-    return HEAD_WRITE.check(fn, _head_write_cases(model, cache))
+def check_joint_cost(fn, model, texts, pairs=None) -> bool:
+    """Exercise (predict, then measure): is silencing two blocks the sum of silencing each?"""
+    L = int(model.cfg.n_layers)
+    pairs = pairs or ([(0, 1), (L - 2, L - 1)] if L > 2 else [(0, 1)])
+    return JOINT_COST.check(fn, [((model, t, a, b), {}) for t in texts for a, b in pairs])
+
+
+def solution_least_needed_block(model, tokens) -> int:
+    """Reference: the block (0-based) whose silencing raises the loss on ``tokens`` least."""
+    costs = silencing_costs(model, tokens)
+    return int(min(range(len(costs)), key=costs.__getitem__))
+
+
+def _least_needed_cases(model=None, texts=None):
+    if model is None:
+        model, *texts = _default_run()
+    return [((model, t), {}) for t in texts]
+
+
+LEAST_NEEDED = Exercise("ch1.least-needed", "least_needed_block", solution_least_needed_block, _least_needed_cases,
+    mistakes=[
+        Mistake(lambda m, t: int(max(range(int(m.cfg.n_layers)), key=silencing_costs(m, t).__getitem__)),
+                "that is the block the model needs MOST (the largest loss increase); the question asks for the least."),
+        Mistake(lambda m, t: solution_least_needed_block(m, t) + 1,
+                "the answer is 1 too high: return the block's index counted from 0, as in hook names."),
+        Mistake(lambda m, t: int(m.cfg.n_layers) - 1, "you assumed the last block matters least. Measure it: "
+                "which block is least needed depends on the text."),
+    ],
+    hint="Silence each block in turn (stream.zero_block_hooks) and compare the increase in loss.",
+)
+
+
+def check_least_needed_block(fn, model, texts) -> bool:
+    """Exercise (design): the block a model can most easily do without, on each text."""
+    return LEAST_NEEDED.check(fn, [((model, t), {}) for t in texts])

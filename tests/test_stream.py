@@ -80,20 +80,55 @@ def test_checker_count_terms():
         stream.check_count_additive_terms(lambda L, H: (H + 2) ** L)
 
 
-def test_checker_block_delta(run):
-    model, cache = run
-    good = lambda c, l: c[f"blocks.{l}.hook_resid_post"] - c[f"blocks.{l}.hook_resid_pre"]
-    assert stream.check_block_delta(good, cache, 2)
-    with pytest.raises(CheckFailed, match="not the change"):
-        stream.check_block_delta(lambda c, l: c[f"blocks.{l}.hook_resid_post"], cache, 2)
-    with pytest.raises(CheckFailed, match="only the attention.s write"):
-        stream.check_block_delta(lambda c, l: c[f"blocks.{l}.hook_resid_mid"] - c[f"blocks.{l}.hook_resid_pre"], cache, 2)
+def test_output_bias_shares_rebuild_the_folded_bias(tiny_gpt2_dir, tiny_model):
+    """Compatibility mode's b_O is the trained b_O plus each head's carried value bias, all centred."""
+    import helpers
+
+    raw = helpers.load_model(str(tiny_gpt2_dir), device="cpu", compatibility=False)
+    shares = stream.output_bias_shares(raw)
+    L, H, d = tiny_model.cfg.n_layers, tiny_model.cfg.n_heads, tiny_model.cfg.d_model
+    assert shares["own"].shape == (L, d) and shares["heads"].shape == (L, H, d)
+    rebuilt = shares["own"] + shares["heads"].sum(1)
+    assert (rebuilt - tiny_model.b_O).abs().max() < 1e-5
+    # dropping the heads' part (the claim "b_O belongs to no head") does not rebuild it, unless value biases are 0
+    assert (shares["own"] - tiny_model.b_O).abs().max() > 1e-4 or shares["heads"].abs().max() < 1e-6
+    with pytest.raises(TypeError, match="compatibility=False"):
+        stream.output_bias_shares(object())
 
 
-def test_checker_head_write(run):
-    model, cache = run
-    ref = stream.solution_head_write
-    assert stream.check_head_write(ref, model, cache)
-    with pytest.raises(CheckFailed):
-        stream.check_head_write(lambda m, c, l, h: ref(m, c, l, (h + 1) % m.cfg.n_heads), model, cache)
-    assert stream.check_head_write(lambda m, c, l, h: (_ for _ in ()).throw(NotImplementedError()), model, cache) is False
+def test_silencing_costs_and_joint_cost(run):
+    model, _ = run
+    tokens = model.to_tokens([PROMPT, "The capital of France is Paris."])
+    costs = stream.silencing_costs(model, tokens)
+    assert len(costs) == model.cfg.n_layers
+    with torch.no_grad():
+        base = model(tokens, return_type="loss").item()
+        with model.hooks(fwd_hooks=stream.zero_block_hooks([0], 2)):
+            alone = model(tokens, return_type="loss").item()
+    assert costs[0] == pytest.approx(alone - base, abs=1e-6)
+    gap = stream.solution_joint_cost(model, tokens, 0, 1)
+    assert isinstance(gap, float)
+    assert stream.check_joint_cost(stream.solution_joint_cost, model, [tokens], pairs=[(0, 1)])
+    with pytest.raises(CheckFailed, match="effects add because writes add"):
+        stream.check_joint_cost(lambda m, t, a, b: 0.0, model, [tokens], pairs=[(0, 1)])
+    with pytest.raises(ValueError, match="block"):
+        stream.silencing_costs(model, tokens, [9])
+
+
+def test_least_needed_block_checker_rejects_the_most_needed(run):
+    model, _ = run
+    texts = [model.to_tokens(PROMPT), model.to_tokens("When Mary and John went to the store, John gave")]
+    assert stream.check_least_needed_block(stream.solution_least_needed_block, model, texts)
+    most = [max(range(2), key=stream.silencing_costs(model, t).__getitem__) for t in texts]
+    least = [stream.solution_least_needed_block(model, t) for t in texts]
+    if most != least:
+        with pytest.raises(CheckFailed, match="needs MOST"):
+            stream.check_least_needed_block(lambda m, t: max(range(2), key=stream.silencing_costs(m, t).__getitem__),
+                                            model, texts)
+
+
+def test_rotary_terms_value_exercise():
+    assert stream.check_rotary_terms(1057)
+    with pytest.raises(CheckFailed, match="rotary model adds no positional vector"):
+        stream.check_rotary_terms(1058)
+    assert stream.check_rotary_terms(...) is False
