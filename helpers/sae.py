@@ -589,7 +589,8 @@ def feature_explorer_figure(entries: list[dict], title: str):
                       yaxis={"autorange": "reversed"}, uniformtext={"minsize": 10, "mode": "show"},
                       updatemenus=[{"buttons": buttons, "x": 0.0, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
                                     "direction": "down", "active": 0}],
-                      height=300 + 34 * max(len(e["contexts"]) for e in entries), margin={"t": 150})
+                      height=300 + 34 * max(len(e["contexts"]) for e in entries), margin={"t": 150},
+                      meta={"view": entries[0]["name"]})
     return fig
 
 

@@ -388,7 +388,7 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
                 "x": [short] + [[0, round(float(W[k, 0, i]), 4)] for i in range(n)],
                 "y": [short] + [[0, round(float(W[k, 1, i]), 4)] for i in range(n)]}
         steps.append({"method": "restyle", "label": str(lab), "args": [data, list(range(n + 1))]})
-    fig.update_layout(title=title, height=660, showlegend=False, margin={"r": 20, "b": 40},
+    fig.update_layout(title=title, height=660, showlegend=False, margin={"r": 20, "b": 40}, meta={"view": str(labels[active])},
                       sliders=[{"active": active, "steps": steps, "pad": {"t": 165},
                                 "currentvalue": {"prefix": "feature probability 1 − S = "}}])
     fig.update_xaxes(title_text="feature j", row=1, col=1)
@@ -480,8 +480,9 @@ def phase_diagram_figure(phases, relative_importance, density, title: str):
                                text=np.asarray(phases, dtype=object), xgap=1, ygap=1,
                                colorbar={"tickvals": [0, 1, 2], "ticktext": list(PHASES), "title": {"text": "extra feature"}},
                                hovertemplate="relative importance %{x}<br>density %{y}<br>%{text}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="importance of the extra feature ÷ importance of feature 0",
+    fig.update_layout(title=title, xaxis_title="extra feature's importance ÷ feature 0's",
                       yaxis_title="feature probability 1 − S", height=460)
+    fig.update_xaxes(automargin=True, title_standoff=12)
     return fig
 
 
