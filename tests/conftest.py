@@ -74,6 +74,15 @@ SLOW_TESTS = {
     "test_zoo_train.py": None,                    # trains both tiny recipes
     "test_exercises.py": {"test_every_registered_exercise_accepts_its_solution_and_names_each_mistake",
                           "test_every_registered_function_exercise_rejects_a_constant"},
+    # measured over 30 s each (2 busy CPU cores): they train or sweep a model
+    "test_sae.py": {"test_l1_prediction_exercise", "test_train_recovers_known_dictionary_and_keeps_unit_decoder"},
+    "test_superposition.py": {"test_six_feature_exercise_measures_a_hexagon", "test_train_toy_models_geometry"},
+    "test_ffn.py": {"test_neuron_patch_and_ablation_effects_match_one_run_per_neuron",
+                    "test_most_damaging_neuron_checker_takes_the_chapter_model", "test_optimised_shift_changes_the_answer"},
+    "test_patching.py": {"test_patch_heads_matches_naive", "test_sweep_matches_naive_per_position"},
+    "test_norms.py": {"test_train_lm_learns_and_is_reproducible"},
+    "test_organisms.py": {"test_checker_relation_recall"},
+    "test_models.py": {"test_gpt2_small_shaped_checkpoint_through_the_reader_path"},
 }
 
 
