@@ -149,7 +149,7 @@ _EXPLORER_JS = """
     }
     Plotly.react(gd, [gd.data[0]].concat(traces), Object.assign({}, gd.layout, {
       barmode: 'relative',
-      annotations: baseAnnotations.concat([{text: title + (state.mode === 'raw' ? ': raw vector' : ': split by source'),
+      annotations: baseAnnotations.concat([{text: title,
                      xref: 'paper', yref: 'paper', x: 0.0, y: data.barTitleY, xanchor: 'left', yanchor: 'bottom',
                      showarrow: false, font: {size: 13}}])
     }));
@@ -200,9 +200,17 @@ def decomposition_explorer(sources, source_labels, token_labels, start=None):
     norms = np.linalg.norm(states, axis=-1)
     cols = [f"{i}:{t}" for i, t in enumerate(token_labels)]
     fig = make_subplots(rows=2, cols=1, row_heights=[0.42, 0.58], vertical_spacing=0.2,
-                        subplot_titles=("Length of each stream state (rows) at each position (columns): click a cell", ""))
-    fig.add_trace(go.Heatmap(z=np.round(norms, 3), x=cols, y=rows, colorscale="Blues", showscale=False,
-                             hovertemplate="%{y}, %{x}<br>norm %{z:.2f}<extra></extra>"), row=1, col=1)
+                        subplot_titles=("Length of each state (click a cell)", ""))
+    # one long state (often the first position's) would wash the rest out: colour by log10 of the length
+    log_norms = np.log10(np.maximum(norms, 1e-6))
+    lo, hi = float(np.floor(log_norms.min())), float(np.ceil(log_norms.max()))
+    ticks = np.arange(lo, hi + 1)
+    fig.add_trace(go.Heatmap(
+        z=np.round(log_norms, 4), x=cols, y=rows, colorscale="Blues", customdata=np.round(norms, 3),
+        colorbar={"title": {"text": "‖h‖ (log)", "side": "right"}, "tickvals": ticks.tolist(),
+                  "ticktext": [f"{10 ** t:g}" for t in ticks], "len": 0.34, "y": 1.0, "yanchor": "top",
+                  "thickness": 12},
+        hovertemplate="%{y}, %{x}<br>norm %{customdata:.2f}<extra></extra>"), row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_xaxes(tickangle=-40, row=1, col=1)
     fig.update_xaxes(title_text="stream dimension", row=2, col=1)
@@ -211,9 +219,11 @@ def decomposition_explorer(sources, source_labels, token_labels, start=None):
         height=820, showlegend=True, legend={"orientation": "h", "y": -0.1},
         title={"text": "Every state of the stream is the sum of the writes before it", "y": 0.99},
         updatemenus=[{"type": "buttons", "direction": "right", "x": 0.0, "y": 0.505, "xanchor": "left",
-                      "yanchor": "bottom", "buttons": [{"label": "raw vector", "method": "skip", "args": []},
-                                                       {"label": "split by source", "method": "skip", "args": []}]}],
+                      "yanchor": "bottom", "active": 0,
+                      "buttons": [{"label": "raw vector", "method": "skip", "args": []},
+                                  {"label": "split by source", "method": "skip", "args": []}]}],
         margin={"t": 90, "l": 140},
+        meta={"view": "raw vector"},
     )
     payload = {
         "rows": rows, "cols": [str(t) for t in token_labels], "dims": list(range(d)),
