@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from .core import (attention_patterns, copy_losses, duplicate_token_scores, per_token_loss, prefix_matching_scores,
                    previous_token_scores, repeated_random_tokens, require_index, require_model, second_copy_loss, zero_head_hook)
 from .exercises import Exercise, Mistake
-from .plotting import PALETTE
+from .plotting import PALETTE, phase_change_figure  # phase_change_figure and training_log are shared with chapter 0
+from .zoo.evals import training_log
 
 __all__ = [
     "MODES",
@@ -258,37 +259,6 @@ def composition_heatmap_figure(scores: dict, src_layer: int, dst_layer: int, bas
     return fig
 
 
-def phase_change_figure(log: Sequence[dict], formation_step: int, title: str, window: tuple | None = None):
-    """Three stacked panels over training steps (training loss, ICL score, best
-    prefix-matching score) with a dashed line where the induction head forms and,
-    if ``window = (start, end)`` is given, that stretch of training shaded."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
-    keys = [("train_loss", "training loss (nats)"), ("icl_score", "ICL score (nats)"),
-            ("best_prefix_matching", "best prefix-matching score")]
-    if not log or any(k not in log[-1] for k, _ in keys):
-        raise ValueError(f"log entries need the keys {[k for k, _ in keys]}.")
-    if window is not None and (len(window) != 2 or window[0] > window[1]):
-        raise ValueError(f"window must be (start_step, end_step) with start <= end, got {window!r}.")
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[lab for _, lab in keys])
-    for i, (k, lab) in enumerate(keys):
-        pts = [(e["step"], e[k]) for e in log if e.get(k) is not None]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[round(float(p[1]), 4) for p in pts], mode="lines",
-                                 name=lab, line={"color": PALETTE[i]},
-                                 hovertemplate="step %{x}<br>" + lab + " %{y:.3f}<extra></extra>"), row=i + 1, col=1)
-        fig.add_vline(x=formation_step, line_dash="dash", line_color=PALETTE[3], row=i + 1, col=1)
-        if window is not None:
-            fig.add_vrect(x0=window[0], x1=window[1], fillcolor=PALETTE[3], opacity=0.1, line_width=0,
-                          row=i + 1, col=1)
-    fig.add_annotation(x=formation_step, y=1.0, yref="paper", text=f"induction head forms (step {formation_step})",
-                       showarrow=False, xanchor="left", yanchor="bottom", font={"color": PALETTE[3]})
-    fig.update_layout(title=title, height=640, showlegend=False)
-    fig.update_xaxes(title_text="training step", row=3, col=1)
-    return fig
-
-
 def score_grid_figure(grids: dict, title: str, colorbar_title: str = "score", zmin: float | None = None,
                       zmax: float | None = None, x_labels: Sequence[str] | None = None,
                       y_labels: Sequence[str] | None = None, xaxis_title: str = "head",
@@ -330,21 +300,6 @@ def score_grid_figure(grids: dict, title: str, colorbar_title: str = "score", zm
 
 
 # ------------------------------------------------------------------- the training log
-def training_log(name: str = "rs-attn-2l") -> dict:
-    """The bundled model's training log: ``{"log": [{step, train_loss, icl_score,
-    best_prefix_matching, ...}, ...], "icl_definition": ..., "prefix_matching_definition": ...}``."""
-    from . import zoo
-
-    path = zoo.model_dir(name) / "training_log.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the bundled model {name!r} ships without its training log. "
-                                f"Rebuild it with `python -m helpers.zoo.train {name}`.")
-    data = json.loads(path.read_text())
-    if "log" not in data or not data["log"]:
-        raise ValueError(f"{path} holds no log entries.")
-    return data
-
-
 def induction_formation_step(log: Sequence[dict], key: str = "best_prefix_matching", frac: float = 0.5) -> int:
     """The first logged step at which ``key`` has covered ``frac`` of its rise from its
     first value to its final value: our operational 'moment the induction head forms'."""

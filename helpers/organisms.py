@@ -14,6 +14,8 @@ import torch
 
 from .core import copy_losses, per_token_loss, repeated_random_tokens, second_copy_loss
 from .exercises import Exercise, Mistake
+from .plotting import phase_change_figure  # shared with chapter 5
+from .zoo.evals import training_log  # shared with chapter 5
 
 __all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
            "SKILLS", "skill_onsets", "skills_figure",
@@ -25,13 +27,6 @@ def card(name: str) -> dict:
     from . import zoo
 
     return json.loads((zoo.model_dir(name) / "card.json").read_text())
-
-
-def training_log(name: str) -> list[dict]:
-    """The training log of a bundled model: one dict per logged step."""
-    from . import zoo
-
-    return json.loads((zoo.model_dir(name) / "training_log.json").read_text())["log"]
 
 
 def phase_change_step(log: list[dict], key: str = "best_prefix_matching") -> int:
@@ -61,30 +56,6 @@ def training_curves(logs: dict[str, list[dict]], key: str = "corpus_loss"):
                                  name=name, hovertemplate="%{x:,} tokens: %{y:.3f}<extra>" + name + "</extra>"))
     fig.update_layout(xaxis_title="tokens seen in training", yaxis_title=key.replace("_", " ") + " (nats/token)",
                       height=400)
-    return fig
-
-
-def phase_change_figure(log: list[dict], step: int):
-    """Corpus loss, in-context-learning score and best prefix-matching score over training."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from .plotting import PALETTE
-
-    steps = [e["step"] for e in log]
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=("loss on held-out windows (nats/token)",
-                                        "in-context-learning score (nats; lower = uses context more)",
-                                        "best prefix-matching score over heads"))
-    for row, (key, color) in enumerate((("corpus_loss", PALETTE[0]), ("icl_score", PALETTE[1]),
-                                        ("best_prefix_matching", PALETTE[2])), start=1):
-        fig.add_trace(go.Scatter(x=steps, y=[e[key] for e in log], mode="lines+markers", marker_size=4,
-                                 line_color=color, name=key, showlegend=False,
-                                 hovertemplate="step %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
-        fig.add_vline(x=step, line_dash="dash", line_color="#888", row=row, col=1)
-    fig.update_xaxes(title_text="training step", row=3, col=1)
-    fig.update_layout(height=660, margin={"t": 110},
-                      title=f"The induction head forms around step {step:,},<br>and the context starts to pay")
     return fig
 
 

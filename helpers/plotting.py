@@ -22,6 +22,7 @@ from .env import in_book_build, in_colab
 
 __all__ = [
     "setup_plotting",
+    "phase_change_figure",
     "show",
     "book_layout",
     "wrap_title",
@@ -499,3 +500,47 @@ def heatmap(
 def to_json_data(array, decimals: int = 4) -> str:
     """Round an array and serialise it for embedding in a figure's script."""
     return json.dumps(np.round(np.asarray(array, dtype=float), decimals).tolist())
+
+
+_PHASE_PANELS = {"corpus_loss": "loss on held-out windows (nats/token)", "train_loss": "training loss (nats/token)",
+                 "icl_score": "ICL score (nats; lower = context helps more)",
+                 "best_prefix_matching": "best prefix-matching score over heads"}
+
+
+def phase_change_figure(log: Sequence[dict], step: int, title: str | None = None, window: tuple | None = None,
+                        loss_key: str | None = None):
+    """Three stacked panels over training steps (a loss, the ICL score, the best
+    prefix-matching score) with a dashed line at ``step`` (where the induction head
+    forms) and, if ``window = (start, end)`` is given, that stretch of training shaded.
+
+    ``log`` is a bundled model's training log (:func:`helpers.zoo.evals.training_log`);
+    the loss panel shows ``loss_key`` (default: ``corpus_loss`` if logged, else
+    ``train_loss``). Used by the model-organisms chapter and chapter 5.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not log or not isinstance(log[-1], dict):
+        raise ValueError("log must be a non-empty list of dicts (one per logged step).")
+    if loss_key is None:
+        loss_key = "corpus_loss" if "corpus_loss" in log[-1] else "train_loss"
+    keys = [loss_key, "icl_score", "best_prefix_matching"]
+    if any(k not in log[-1] for k in keys) or "step" not in log[-1]:
+        raise ValueError(f"log entries need the keys {['step'] + keys}.")
+    if window is not None and (len(window) != 2 or window[0] > window[1]):
+        raise ValueError(f"window must be (start_step, end_step) with start <= end, got {window!r}.")
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[_PHASE_PANELS.get(k, k.replace("_", " ")) for k in keys])
+    for row, k in enumerate(keys, start=1):
+        pts = [(e["step"], e[k]) for e in log if e.get(k) is not None]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[round(float(p[1]), 4) for p in pts], mode="lines+markers",
+                                 marker_size=3, line_color=PALETTE[row - 1], name=k, showlegend=False,
+                                 hovertemplate="step %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
+        fig.add_vline(x=step, line_dash="dash", line_color=PALETTE[3], row=row, col=1)
+        if window is not None:
+            fig.add_vrect(x0=window[0], x1=window[1], fillcolor=PALETTE[3], opacity=0.1, line_width=0, row=row, col=1)
+    fig.update_xaxes(title_text="training step", row=3, col=1)
+    if title is None:
+        title = f"The induction head forms around step {step:,},<br>and the context starts to pay"
+    fig.update_layout(height=660, margin={"t": 110}, title=title)
+    return fig

@@ -196,6 +196,16 @@ def test_training_log_rejects_unknown_model():
         comp.training_log("no-such-model")
 
 
+def test_log_and_phase_figure_are_shared_with_chapter_0():
+    from helpers import organisms
+
+    assert comp.training_log is organisms.training_log and comp.phase_change_figure is organisms.phase_change_figure
+    full = comp.training_log("rs-attn-2l", full=True)
+    assert full["log"] == comp.training_log("rs-attn-2l") and "icl_definition" in full
+    fig = comp.phase_change_figure(full["log"], 100)  # chapter 0's call: corpus loss panel, default title
+    assert fig.layout.annotations[0].text.startswith("loss on held-out") and "step 100" in fig.layout.title.text
+
+
 # ------------------------------------------------------------------------ tiny models
 def test_induction_task_batch_repeats_one_span():
     g = torch.Generator().manual_seed(0)
@@ -307,5 +317,5 @@ def test_bundled_model_has_the_induction_circuit():
     assert il == 1 and float(pm[il, ih]) > 0.4 and float(prev[pl, ph]) > 0.4
     base = comp.random_composition_baseline(m.cfg.d_model, m.cfg.d_head, n_samples=200)
     assert float(comp.composition_scores(m, "K", pl, il)[ph, ih]) > float(base.max())
-    log = comp.training_log("rs-attn-2l")["log"]
+    log = comp.training_log("rs-attn-2l")
     assert log[-1]["best_prefix_matching"] > 0.4

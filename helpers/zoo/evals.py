@@ -28,6 +28,7 @@ from . import corpus as C
 __all__ = [
     "encode", "fact_recall", "ioi_accuracy", "copy_accuracy", "induction_losses",
     "prefix_matching_by_head", "logit_lens_ranks", "corpus_tokens", "corpus_windows", "run_all",
+    "training_log",
 ]
 
 
@@ -200,3 +201,22 @@ def run_all(bridge, quick: bool = False) -> dict:
         "logit_lens_eiffel_ranks": logit_lens_ranks(bridge),
         "canonical": {p: fact_recall(bridge, [(p, a)])["accuracy"] == 1.0 for p, a in world.CANONICAL_PROMPTS},
     }
+
+
+def training_log(name: str, full: bool = False):
+    """A bundled model's training log: the list of logged steps (``{step, tokens,
+    train_loss, corpus_loss, icl_score, best_prefix_matching, ...}``), or with
+    ``full=True`` the whole file (``{"log": [...], "icl_definition": ...,
+    "prefix_matching_definition": ...}``). Shared by the model-organisms chapter and chapter 5."""
+    import json
+
+    from . import model_dir
+
+    path = model_dir(name) / "training_log.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the bundled model {name!r} ships without its training log. "
+                                f"Rebuild it with `python -m helpers.zoo.train {name}`.")
+    data = json.loads(path.read_text())
+    if not data.get("log"):
+        raise ValueError(f"{path} holds no log entries.")
+    return data if full else data["log"]
