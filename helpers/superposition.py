@@ -399,7 +399,7 @@ def toy_geometry_slider(W, labels: Sequence[str], title: str, importance=None, a
 
 
 def dimensionality_figure(density, per_feature, overall, d_hidden: int, title: str,
-                          sticky: Sequence[float] = (1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8, 1 / 3)):
+                          sticky: Sequence[float] = (1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 1 / 3)):
     """Scatter of each feature's dimensionality against 1/(1 − S), the overall average as a line.
 
     ``density`` [n_settings] is 1 − S; ``per_feature`` [n_settings, n_features];
@@ -423,16 +423,16 @@ def dimensionality_figure(density, per_feature, overall, d_hidden: int, title: s
                              hovertemplate="1/(1−S) = %{x:.1f}<br>D_i = %{y:.3f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=np.round(inv, 3), y=np.round(overall, 4), mode="lines+markers",
                              name=f"dimensions per feature = {d_hidden}/‖W‖²", line={"color": PALETTE[3], "width": 3}))
-    # Labels sit right of the plot; close fractions (2/5, 3/8, 1/3) are pushed apart so they
-    # never print over each other, and each keeps a short leader to its own line's height.
+    # Labels sit right of the plot; close fractions (2/5, 1/3) are pushed apart so they never
+    # print over each other (3/8 is left out by default: it would sit between them).
     values = sorted(sticky, reverse=True)
     for s in values:
         fig.add_hline(y=s, line={"dash": "dot", "color": "#999", "width": 1})
-    for s, pos in zip(values, _spread(values, gap=0.06)):
+    for s, pos in zip(values, _spread(values, gap=0.075)):
         fig.add_annotation(x=1.0, xref="paper", xanchor="left", y=pos, yref="y", text=_fraction_label(s),
                            showarrow=False, font={"size": 11})
     fig.update_layout(title=title, xaxis_title="1 / (1 − S)  (inverse feature probability, log scale)",
-                      yaxis_title="dimensionality D_i", xaxis_type="log", height=480,
+                      yaxis_title="dimensionality D_i", xaxis_type="log", height=520,
                       legend={"orientation": "h", "y": -0.2}, margin={"r": 40})
     return fig
 
