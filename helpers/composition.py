@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import (attention_patterns, copy_losses, duplicate_token_scores, per_token_loss, prefix_matching_scores,
-                   previous_token_scores, repeated_random_tokens, require_index, require_model, second_copy_loss, zero_head_hook)
+                   previous_token_scores, repeated_random_tokens, require_index, require_int, require_model, second_copy_loss,
+                   mean_head_hook, zero_head_hook)
 from .exercises import Exercise, Mistake
 from .plotting import PALETTE, phase_change_figure  # phase_change_figure and training_log are shared with chapter 0
 from .zoo.evals import training_log
@@ -52,6 +53,13 @@ __all__ = [
     "AttnOnlyTransformer",
     "induction_task_batch",
     "train_attn_only",
+    "PATHS",
+    "head_mean_write",
+    "path_ablation_losses",
+    "check_layer0_prediction",
+    "check_reading_path",
+    "solution_layer0_prediction",
+    "solution_reading_path",
     "check_k_composition_score",
     "check_prefix_matching_score",
     "check_head_ablation_effects",
@@ -555,3 +563,141 @@ HEAD_ABLATION_EFFECTS = Exercise("ch5.head-ablation-effects", "head_ablation_eff
 def check_head_ablation_effects(fn, model, length: int = 20) -> bool:
     """Checker for the exercise 'find the circuit by ablation'."""
     return HEAD_ABLATION_EFFECTS.check(fn, _ablation_cases(model, length))
+
+
+# ------------------------------------------------------- which input a head is read through
+#: The inputs of a later layer through which an earlier head's write can be removed, and the direct path.
+PATHS = ("Q", "K", "V", "direct")
+
+
+def head_mean_write(model, tokens: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    """The head's ``hook_z`` averaged over the batch and positions of ``tokens`` [d_head]:
+    the value a mean ablation puts in its place."""
+    _check_head(model, layer, head)
+    name = f"blocks.{layer}.attn.hook_z"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+    return cache[name][:, :, head].mean((0, 1))
+
+
+def path_ablation_losses(model, tokens: torch.Tensor, length: int, layer: int, head: int,
+                         reader: int | None = None) -> dict:
+    """(first-copy, second-copy) loss on BOS + R + R when head ``(layer, head)`` is mean-ablated
+    only where layer ``reader`` (default ``layer + 1``) reads it through its queries ("Q"),
+    keys ("K") or values ("V"), only on the direct path to the logits ("direct"), or
+    everywhere ("all"); "every path" removes it from all four at once, and "clean" is the unablated run.
+
+    For one input, that input of layer ``reader`` gets the normalised stream of a run in
+    which the head is mean-ablated, and the other two inputs keep the clean stream (so for
+    ``reader = layer + 1`` exactly this head's write is removed from that input, nothing
+    else). "direct" subtracts the head's write minus its mean from the final stream.
+    """
+    cfg = require_model(model)
+    _check_head(model, layer, head)
+    if layer + 1 >= cfg.n_layers:
+        raise ValueError(f"no later layer reads head L{layer}H{head}: reader must follow layer {layer}, "
+                         f"and the model has {cfg.n_layers} layers.")
+    reader = require_int("reader", layer + 1 if reader is None else reader, layer + 1, cfg.n_layers - 1,
+                         note="a layer after the head's")
+    names = {s: f"blocks.{reader}.attn.{s.lower()}.hook_in" for s in "QKV"}
+    missing = [n for n in names.values() if n not in model.hook_dict]
+    if missing:
+        raise ValueError(f"this model has no separate query/key/value input hooks ({missing[0]}); "
+                         "path ablation needs a model whose bridge exposes them.")
+    mean = head_mean_write(model, tokens, layer, head)
+    ablate = [(f"blocks.{layer}.attn.hook_z", mean_head_hook(head, mean))]
+    ln_name = f"blocks.{reader}.ln1.hook_out"
+    z_name = f"blocks.{layer}.attn.hook_z"
+    with torch.no_grad():
+        with model.hooks(fwd_hooks=ablate):
+            _, abl = model.run_with_cache(tokens, names_filter=lambda n: n == ln_name)
+        _, clean = model.run_with_cache(tokens, names_filter=lambda n: n == z_name)
+    ablated_in = abl[ln_name]
+    delta = (clean[z_name][:, :, head] - mean) @ model.W_O[layer, head]      # [batch, pos, d_model]
+
+    def losses(hooks):
+        with torch.no_grad():
+            return copy_losses(per_token_loss(model.run_with_hooks(tokens, fwd_hooks=hooks), tokens), length)
+
+    def put(x, hook=None):
+        return ablated_in.to(x.dtype).clone()
+
+    out = {"clean": losses([]), "all": losses(ablate)}
+    for s, n in names.items():
+        out[s] = losses([(n, put)])
+    direct = (f"blocks.{cfg.n_layers - 1}.hook_resid_post", lambda x, hook=None: x - delta)
+    out["direct"] = losses([direct])
+    # all four at once: in a two-layer attention-only model these are the only routes, so this equals "all"
+    out["every path"] = losses([(n, put) for n in names.values()] + [direct])
+    return out
+
+
+# ----------------------------------------------------------------- prediction exercises
+def _bundled_circuit():
+    """(second-copy loss under mean ablation of each layer-0 head, path losses of the
+    self-attending head) on the bundled rs-attn-2l, computed once."""
+    global _CIRCUIT
+    if _CIRCUIT is None:
+        from .models import load_model
+
+        m = load_model("rs-attn-2l")
+        toks = repeated_random_tokens(m, n_seqs=16, length=50, seed=0)
+        second = []
+        for h in range(m.cfg.n_heads):
+            hook = [("blocks.0.attn.hook_z", mean_head_hook(h, head_mean_write(m, toks, 0, h)))]
+            second.append(second_copy_loss(m, toks, 50, hook))
+        worst = int(np.argmax(second))
+        _CIRCUIT = (second, path_ablation_losses(m, toks, 50, 0, worst))
+    return _CIRCUIT
+
+
+_CIRCUIT = None
+
+
+def solution_layer0_prediction() -> tuple:
+    """Reference: the layer-0 head of rs-attn-2l whose mean ablation raises the second-copy loss most."""
+    second, _ = _bundled_circuit()
+    return (0, int(np.argmax(second)))
+
+
+_REDUNDANT = ("a previous-token head. The three previous-token heads of layer 0 back each other up, so "
+              "removing one costs little; the head nothing backs up is the one that attends to its own token")
+LAYER0_PREDICTION = Exercise("ch5.layer0-prediction", "predicted_head", solution_layer0_prediction, mistakes=[
+        Mistake(value=(0, 3), why="L0H3 has the highest K-composition with the induction head, but it is " + _REDUNDANT),
+        Mistake(value=(0, 1), why="L0H1 is " + _REDUNDANT),
+        Mistake(value=(0, 2), why="L0H2 is " + _REDUNDANT),
+    ],
+    hint="predict as a (layer, head) tuple, e.g. (0, 2).",
+)
+
+
+def check_layer0_prediction(answer) -> bool:
+    """Checker for the exercise 'predict which layer-0 head induction needs most'."""
+    return LAYER0_PREDICTION.check_value(answer)
+
+
+def solution_reading_path() -> str:
+    """Reference: the input of layer 1 ("Q", "K", "V" or "direct") through which the
+    self-attending layer-0 head of rs-attn-2l matters most for the second copy."""
+    _, paths = _bundled_circuit()
+    return max(PATHS, key=lambda s: paths[s][1])
+
+
+READING_PATH = Exercise("ch5.reading-path", "predicted_path", solution_reading_path, mistakes=[
+        Mistake(value="K", why="K-composition is how the induction head reads the *previous* token at a key "
+                "position. A head that attends to its own token writes the *current* token, and the induction "
+                "head needs the current token on its query side: 'find a key whose previous token is mine'."),
+        Mistake(value="V", why="the values do carry the current token to be copied, and removing it there costs "
+                "some nats, but without the query's half of the match the head cannot find the right key at all."),
+        Mistake(value="direct", why="a layer-0 head's direct write to the logits is a bigram-like guess; induction "
+                "on random tokens needs the layer-1 head to read it."),
+    ],
+    hint="one of 'Q', 'K', 'V' or 'direct'.",
+)
+
+
+def check_reading_path(answer) -> bool:
+    """Checker for the exercise 'predict through which input the self-attending head is read'."""
+    if isinstance(answer, str):
+        answer = answer.strip().upper() if answer.strip().lower() != "direct" else "direct"
+    return READING_PATH.check_value(answer)

@@ -319,3 +319,19 @@ def test_bundled_model_has_the_induction_circuit():
     assert float(comp.composition_scores(m, "K", pl, il)[ph, ih]) > float(base.max())
     log = comp.training_log("rs-attn-2l")
     assert log[-1]["best_prefix_matching"] > 0.4
+
+
+def test_path_ablation_routes_add_up_to_the_whole_ablation():
+    import helpers
+
+    m = helpers.load_model("rs-attn-2l", device="cpu")
+    toks = comp.repeated_random_tokens(m, n_seqs=4, length=20, seed=3)
+    out = comp.path_ablation_losses(m, toks, 20, 0, 0)
+    # two layers, no MLP: Q, K, V of layer 1 and the direct path are every route from a layer-0 head
+    assert out["every path"] == pytest.approx(out["all"], abs=1e-4)
+    # and the routes are different interventions (a broken implementation that ignored the path would tie them)
+    assert len({round(out[p][1], 3) for p in comp.PATHS}) == len(comp.PATHS)
+    with pytest.raises(ValueError, match="reader"):
+        comp.path_ablation_losses(m, toks, 20, 1, 0)
+    with pytest.raises(ValueError, match="head"):
+        comp.path_ablation_losses(m, toks, 20, 0, 99)
