@@ -141,12 +141,13 @@ def _small(x) -> bool:
     return isinstance(x, (int, float, str, bool)) or x is None
 
 
-def _remind(name: str) -> None:
+def _remind(name: str, value: bool = False) -> None:
     """One reminder line for an untouched stub; silent while the static book is built."""
     from .env import in_book_build
 
     if not in_book_build():
-        print(f"… {name}: not attempted yet. Replace `raise NotImplementedError` with your code, then re-run.")
+        what = "the `...` with your answer" if value else "`raise NotImplementedError` with your code"
+        print(f"… {name}: not attempted yet. Replace {what}, then re-run.")
 
 
 def _describe(args: tuple, kwargs: dict) -> str:
@@ -324,7 +325,7 @@ class Exercise:
     def check_value(self, answer: Any) -> bool:
         """Check a value answer against ``solution()``; ``...`` (Ellipsis) means not attempted yet."""
         if answer is Ellipsis:
-            _remind(self.name)
+            _remind(self.name, value=True)
             return False
         if callable(answer):
             raise CheckFailed(f"{self.name}: expected a value, got a function; call it, or use check(fn).")
