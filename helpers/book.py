@@ -53,7 +53,10 @@ def show_widget(make_widget, what: str = "This explorer") -> None:
             )
         )
     else:
+        from .env import enable_colab_widgets
+
         widget = make_widget() if callable(make_widget) and not hasattr(make_widget, "comm") else make_widget
+        enable_colab_widgets(widget)  # Colab draws ipywidgets 8 and FigureWidget only with its custom manager
         display(widget)
 
 

@@ -145,6 +145,16 @@ def test_ipywidgets7_builtin_controls_do_not_need_it_but_plotly_widgets_do(fake_
     assert env.enable_colab_widgets(with_figure) is True and fake_colab == ["enabled"]
 
 
+def test_show_widget_switches_the_manager_on_before_displaying(fake_colab, monkeypatch):
+    import ipywidgets
+
+    import helpers
+
+    monkeypatch.delenv("RS_BOOK_BUILD", raising=False)
+    helpers.show_widget(lambda: ipywidgets.IntSlider(), "A slider")
+    assert fake_colab == ["enabled"]
+
+
 def test_nothing_happens_outside_colab(monkeypatch):
     import ipywidgets
 
