@@ -1,7 +1,8 @@
 """Reading the residual stream (Chapter 2).
 
-Ways to read a prediction off the stream and to say who wrote it: the bigram
-floor computed from the weights alone, block-budget runs (keep the first k
+Ways to read a prediction off the stream and to say who wrote it: the direct
+path W_E -> LN_f -> W_U computed from the weights alone, path counts under
+three stated conventions, block-budget runs (keep the first k
 blocks, silence the writes of the rest with hooks), the logit lens after every
 sub-layer, a tuned lens (one affine translator per layer, initialised at the
 identity and trained by KL divergence to the model's final distribution), and
@@ -25,12 +26,12 @@ from .core import (decompose_stream, require_cache_key, require_int, require_tok
                    zero_block_hooks)
 from .core import n_layers as _n_layers
 from .zoo.evals import corpus_windows
-from .exercises import Exercise, Mistake
+from .exercises import Exercise, Mistake, _remind
 
 __all__ = [
     "final_ln",
     "unembed",
-    "bigram_floor_logits",
+    "direct_path_logits",
     "block_budget_hooks",
     "run_with_block_budget",
     "stream_states",
@@ -43,6 +44,10 @@ __all__ = [
     "kl_to_final",
     "direct_logit_attribution",
     "count_paths",
+    "PATH_CONVENTIONS",
+    "enumerate_paths",
+    "random_init_model",
+    "top1_agreement",
     "top_tokens",
     "block_budget_figure",
     "block_budget_widget",
@@ -51,7 +56,11 @@ __all__ = [
     "top_token_heatmap",
     "kl_figure",
     "dla_figure",
-    "check_paths_and_terms",
+    "check_paths_by_convention",
+    "check_silenced_rank_prediction",
+    "check_lens_depth_prediction",
+    "rank_band",
+    "first_top1_depth",
     "check_logit_lens_at",
     "check_head_dla",
     "check_kl_divergence",
@@ -91,12 +100,12 @@ def unembed(model, x):
     return final_ln(model, x) @ model.W_U + model.b_U
 
 
-def bigram_floor_logits(model, tokens):
-    """Logits with every block removed, computed from the weights alone.
+def direct_path_logits(model, tokens):
+    """Logits of the direct path W_E -> LN_f -> W_U alone, computed from the weights.
 
     ``LN_f(W_E[t] + W_pos[p]) W_U + b_U`` at every position: what the model
-    predicts when each position sees only its own token and position.
-    Shape [batch, pos, d_vocab].
+    predicts with every block's write removed, when each position sees only its
+    own token and position. Shape [batch, pos, d_vocab].
     """
     tokens = require_tokens(model, tokens)
     with torch.no_grad():
@@ -155,17 +164,61 @@ def top_tokens(model, logits, k: int = 8):
 
 # ---------------------------------------------------------------- paths
 
-def count_paths(n_layers: int, n_heads: int, mlp: bool = True) -> int:
-    """Paths from the embedding to the unembedding through L blocks.
+PATH_CONVENTIONS = {
+    "sequential": "per block, skip attention or pass one of the H heads, then skip the MLP or pass it: "
+                  "(2(H + 1))^L. The MLP reads the stream after its own block's attention, so a path can "
+                  "use one head and the MLP of the same block.",
+    "one-per-block": "per block, skip it or pass exactly one of its H heads or its MLP: (H + 2)^L. This "
+                     "leaves out the paths that use a head and then the MLP of the same block.",
+    "attention-only": "per block, skip it or pass one of its H heads, no MLPs: (H + 1)^L (Elhage et al. 2021, "
+                      "attention-only transformers).",
+}
 
-    In each block a path either skips it along the residual connection or goes
-    through one of its H heads or its MLP: (H + 2) choices per block when there
-    is an MLP, (H + 1) when not, so (H + 2)^L paths in all (Elhage et al. 2021).
+
+def count_paths(n_layers: int, n_heads: int, convention: str = "sequential") -> int:
+    """Paths from the embedding to the unembedding through ``n_layers`` blocks of ``n_heads`` heads.
+
+    A path picks, in every block, how it goes through: see :data:`PATH_CONVENTIONS`.
+    ``"sequential"`` (the default) is the count for GPT-2's blocks, where the MLP
+    reads the stream after that block's attention: (2(H + 1))^L.
+    ``"one-per-block"`` counts at most one component per block, (H + 2)^L;
+    ``"attention-only"`` is Elhage et al.'s count for models without MLPs, (H + 1)^L.
+    Exact integers (Python ints do not overflow).
     """
     for name, value in (("n_layers", n_layers), ("n_heads", n_heads)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return int(n_heads + (2 if mlp else 1)) ** int(n_layers)
+    L, H = int(n_layers), int(n_heads)
+    if convention == "sequential":
+        return (2 * (H + 1)) ** L
+    if convention == "one-per-block":
+        return (H + 2) ** L
+    if convention == "attention-only":
+        return (H + 1) ** L
+    raise ValueError(f"convention must be one of {sorted(PATH_CONVENTIONS)}, got {convention!r}.")
+
+
+def enumerate_paths(n_layers: int, n_heads: int, convention: str = "sequential", limit: int = 10**5):
+    """List every path as a tuple of per-block choices, when there are at most ``limit`` of them.
+
+    Each block's choice is a string: ``"skip"``, ``"head h"``, ``"MLP"`` or (sequential
+    convention) ``"head h + MLP"``. Raises ValueError above ``limit`` instead of
+    exhausting memory: GPT-2 small has about 9.5e16 sequential paths.
+    """
+    import itertools
+
+    total = count_paths(n_layers, n_heads, convention)
+    limit = require_int("limit", limit)
+    if total > limit:
+        raise ValueError(f"{total:,} paths is more than limit = {limit:,}; count them with count_paths instead.")
+    heads = [f"head {h}" for h in range(int(n_heads))]
+    if convention == "sequential":
+        choices = ["skip", *heads, "MLP", *[f"{h} + MLP" for h in heads]]
+    elif convention == "one-per-block":
+        choices = ["skip", *heads, "MLP"]
+    else:
+        choices = ["skip", *heads]
+    return list(itertools.product(choices, repeat=int(n_layers)))
 
 
 # ---------------------------------------------------------------- tuned lens
@@ -191,12 +244,17 @@ class TunedLens(torch.nn.Module):
         return (torch.bmm(flat, self.A) + self.b[:, None]).reshape(shape)
 
 
-def _block_states(model, tokens):
+def _block_states(model, tokens, chunk: int = 32):
+    """Stream states h0 … hL [L + 1, batch, pos, d] of ``tokens``, computed ``chunk`` windows at a time."""
     n = _n_layers(model)
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n)]
+    out = []
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-    return stream_states(cache, n, sublayers=False)[0], logits
+        for i in range(0, tokens.shape[0], chunk):
+            _, cache = model.run_with_cache(tokens[i:i + chunk], names_filter=lambda name: name in names)
+            out.append(stream_states(cache, n, sublayers=False)[0])
+            del cache
+    return torch.cat(out, dim=1)
 
 
 def kl_to_final(lens_logits, final_logits, skip_first: bool = True):
@@ -227,47 +285,116 @@ def _ln_affine(model):
     return (None if w is None else w.detach()), (None if b is None else b.detach())
 
 
-def train_tuned_lens(model, tokens, steps: int = 40, lr: float = 3e-3, batch_tokens: int = 256, seed: int = 0):
+def _lens_logprobs(lens, states, W_U, b_U, w, b, eps):
+    """log P_lens [L, N, vocab] of translated states [L, N, d] (final LN in plain form + its affine, if any)."""
+    x = _plain_ln(lens(states), eps)
+    if w is not None:
+        x = x * w + (0 if b is None else b)
+    return (x @ W_U + b_U).log_softmax(-1)
+
+
+def train_tuned_lens(model, tokens, steps: int = 400, lr: float = 3e-3, batch_tokens: int = 512, seed: int = 0,
+                     heldout=None, eval_every: int = 25):
     """Fit a :class:`TunedLens` to ``tokens`` [batch, pos] by KL to the final distribution.
 
     The stream states are computed once (the model stays frozen and gets no
-    gradients); each step draws ``batch_tokens`` positions (never BOS) and takes
-    an Adam step on the mean over layers of KL(P_final ‖ P_lens). Returns
-    (lens, mean KL in nats at every step).
+    gradients; only h0 … hL are kept, the final distribution is recomputed from
+    hL per step). Each step draws ``batch_tokens`` positions (never BOS) and
+    takes an Adam step on the mean over layers of KL(P_final ‖ P_lens).
+    With ``heldout`` tokens [batch, pos], the mean KL per layer on them is
+    measured before training and every ``eval_every`` steps.
+
+    Returns (lens, history) with history = {"train": mean KL per step,
+    "eval_steps": steps at which held-out KL was measured, "heldout": [n_evals, L]
+    held-out KL per layer (nats), "tokens_per_step": batch size, "n_train_tokens":
+    distinct training positions}.
     """
     tokens = require_tokens(model, tokens)
-    for name, value in (("steps", steps), ("batch_tokens", batch_tokens)):
-        if not isinstance(value, int) or value < 1:
+    for name, value in (("steps", steps), ("batch_tokens", batch_tokens), ("eval_every", eval_every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
     n, d = _n_layers(model), int(model.cfg.d_model)
-    states, final = _block_states(model, tokens)
-    states = states[:-1, :, 1:].reshape(n, -1, d).detach()                  # [L, N, d]: h0..h_{L-1}, no BOS
-    logp = final[:, 1:].reshape(-1, final.shape[-1]).detach().float().log_softmax(-1)  # [N, vocab]
     W_U, b_U = model.W_U.detach(), model.b_U.detach()
     w, b = _ln_affine(model)
     eps = float(model.cfg.eps)
+
+    def flat(toks):                                                      # h0..h_{L-1} [L, N, d], log P_final [N, vocab]
+        st = _block_states(model, toks)[:, :, 1:].reshape(n + 1, -1, d)   # no BOS
+        return st[:-1], st[-1]
+
+    states, final_h = flat(tokens)
+    if heldout is not None:
+        ho_states, ho_final = flat(require_tokens(model, heldout, "heldout"))
+        with torch.no_grad():
+            ho_logp = unembed(model, ho_final).float().log_softmax(-1)
+
+    def heldout_kl(lens):
+        with torch.no_grad():
+            logq = _lens_logprobs(lens, ho_states, W_U, b_U, w, b, eps)
+            return (ho_logp.exp() * (ho_logp - logq)).sum(-1).mean(-1).tolist()   # [L]
+
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     lens = TunedLens(n, d).to(states.device)
     opt = torch.optim.Adam(lens.parameters(), lr=lr)
-    history = []
+    history = {"train": [], "eval_steps": [], "heldout": [], "tokens_per_step": min(batch_tokens, states.shape[1]),
+               "n_train_tokens": int(states.shape[1])}
+    if heldout is not None:
+        history["eval_steps"].append(0)
+        history["heldout"].append(heldout_kl(lens))
     with torch.enable_grad():  # the chapter may have switched gradients off globally
-        for _ in range(steps):
-            idx = torch.randint(states.shape[1], (min(batch_tokens, states.shape[1]),), generator=gen)
-            x = _plain_ln(lens(states[:, idx]), eps)                           # [L, B, d]
-            if w is not None:
-                x = x * w + (0 if b is None else b)
-            logq = (x @ W_U + b_U).log_softmax(-1)                             # [L, B, vocab]
-            p = logp[idx]
+        for step in range(1, steps + 1):
+            idx = torch.randint(states.shape[1], (history["tokens_per_step"],), generator=gen)
+            with torch.no_grad():
+                p = unembed(model, final_h[idx]).float().log_softmax(-1)        # [B, vocab]
+            logq = _lens_logprobs(lens, states[:, idx], W_U, b_U, w, b, eps)   # [L, B, vocab]
             loss = (p.exp() * (p - logq)).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            history.append(loss.item())
+            history["train"].append(loss.item())
+            if heldout is not None and (step % eval_every == 0 or step == steps):
+                history["eval_steps"].append(step)
+                history["heldout"].append(heldout_kl(lens))
     lens.eval()
     for param in lens.parameters():
         param.requires_grad_(False)
     return lens, history
+
+
+def random_init_model(name: str, seed: int = 0, std: float = 0.02):
+    """A model of the same shape, tokenizer and hooks as ``name``, with random weights: a null for findings.
+
+    Every matrix is drawn from N(0, std²) (GPT-2's initialisation scale), every
+    LayerNorm scale is 1 and every other vector 0; then compatibility-mode folding
+    is not needed: with LayerNorm scales 1 and biases 0 it would only centre W_U,
+    which leaves every probability unchanged. Loaded raw, so W_U stays tied to
+    W_E as in the trained checkpoint. (Chapter 6 has the same null in
+    ``helpers.sae.reinitialize_``; it belongs in helpers.core.)
+    """
+    from .models import load_model
+
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std!r}.")
+    model = load_model(name, compatibility=False)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.copy_((torch.randn(param.shape, generator=g) * std).to(param.device, param.dtype))
+            elif ("ln" in pname or "norm" in pname) and pname.endswith(("weight", ".w")):
+                param.fill_(1.0)
+            else:
+                param.zero_()
+    return model
+
+
+def top1_agreement(model, cache, sublayers: bool = False, skip_first: bool = True):
+    """Fraction of positions where the logit lens's top token at each depth is the model's final top token: [depth]."""
+    lens_logits, _ = logit_lens(model, cache, sublayers)                   # [depth, batch, pos, vocab]
+    sl = slice(1, None) if skip_first else slice(None)
+    top = lens_logits[:, :, sl].argmax(-1)
+    return (top == top[-1:]).float().mean((1, 2))
 
 
 def _ln_is_plain(model) -> bool:
@@ -347,7 +474,7 @@ def block_budget_figure(model, tokens, k: int = 8, pos: int = -1, active: int | 
         logits = run_with_block_budget(model, tokens, keep)[0, pos]
         labels, probs = top_tokens(model, logits, k)
         frames.append(([repr(s) for s in labels], probs))
-        what = "the bigram floor" if keep == 0 else ("the full model" if keep == n else f"{keep} of {n} blocks")
+        what = "the direct path" if keep == 0 else ("the full model" if keep == n else f"{keep} of {n} blocks")
         titles.append(f"{what}: top guess {labels[0]!r} (p = {probs[0]:.2f})")
     fig = slider_bars(frames, [str(i) for i in range(n + 1)], titles[-1], "next token",
                       "probability", slider_prefix="blocks kept k = ", titles=titles,
@@ -393,7 +520,7 @@ def block_budget_widget(model, prompt: str, k: int = 8):
 
 
 def paths_terms_figure(heads: Sequence[int], max_layers: int = 24):
-    """Paths (H + 2)^L and terms 2 + L(H + 1) against depth L, log axis; a dropdown picks H."""
+    """Paths under the three conventions and terms 2 + L(H + 1) against depth L, log axis; a dropdown picks H."""
     import plotly.graph_objects as go
 
     from .plotting import PALETTE
@@ -402,27 +529,24 @@ def paths_terms_figure(heads: Sequence[int], max_layers: int = 24):
     if not heads or any(h < 1 for h in heads) or not isinstance(max_layers, int) or max_layers < 1:
         raise ValueError(f"need positive head counts and max_layers >= 1, got {heads!r}, {max_layers!r}.")
     depth = list(range(1, max_layers + 1))
+    names = {"sequential": "paths, sequential (2(H+1))^L", "one-per-block": "paths, one per block (H+2)^L",
+             "attention-only": "paths, attention only (H+1)^L"}
 
     def series(h):
-        return [float(count_paths(l, h)) for l in depth], [2 + l * (h + 1) for l in depth]
+        return [[float(count_paths(l, h, c)) for l in depth] for c in names] + [[2 + l * (h + 1) for l in depth]]
 
-    paths, terms = series(heads[0])
-    fig = go.Figure([
-        go.Scatter(x=depth, y=paths, mode="lines+markers", name="paths (H + 2)^L", marker_color=PALETTE[0],
-                   hovertemplate="L = %{x}: %{y:.3g} paths<extra></extra>"),
-        go.Scatter(x=depth, y=terms, mode="lines+markers", name="terms 2 + L(H + 1)", marker_color=PALETTE[1],
-                   hovertemplate="L = %{x}: %{y} terms<extra></extra>"),
-    ])
-    buttons = []
-    for h in heads:
-        p, t = series(h)
-        buttons.append({"label": f"H = {h}", "method": "update",
-                        "args": [{"y": [p, t]}, {"title.text": f"With H = {h}, paths multiply by {h + 2} per layer; terms grow by {h + 1}"}]})
+    def title(h):
+        return f"H = {h}: paths ×{2 * (h + 1)} per layer, terms +{h + 1}"
+
+    fig = go.Figure([go.Scatter(x=depth, y=y, mode="lines+markers", name=name, marker_color=PALETTE[i],
+                                hovertemplate="L = %{x}: %{y:.3g}<extra>" + name + "</extra>")
+                     for i, (name, y) in enumerate(zip([*names.values(), "terms 2 + L(H+1)"], series(heads[0])))])
+    buttons = [{"label": f"H = {h}", "method": "update", "args": [{"y": series(h)}, {"title.text": title(h)}]}
+               for h in heads]
     fig.update_layout(
-        title=f"With H = {heads[0]}, paths multiply by {heads[0] + 2} per layer; terms grow by {heads[0] + 1}",
-        xaxis_title="number of layers L", yaxis_title="count (log scale)", yaxis_type="log", height=440,
-        updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"}],
-        legend={"x": 0.02, "y": 0.85}, margin={"t": 110},
+        title=title(heads[0]), xaxis_title="number of layers L", yaxis_title="count (log scale)", yaxis_type="log",
+        height=460, updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"}],
+        legend={"x": 0.02, "y": 0.98, "bgcolor": "rgba(0,0,0,0)"}, margin={"t": 110},
     )
     return fig
 
@@ -535,28 +659,162 @@ def _default_run():
 _DEFAULT_RUN = None
 
 
-def solution_paths_and_terms(n_layers: int, n_heads: int):
-    """Reference: (paths through L blocks of H heads and an MLP, additive terms in the final stream)."""
-    return count_paths(n_layers, n_heads), 2 + n_layers * (n_heads + 1)
+def solution_paths_by_convention(n_layers: int, n_heads: int) -> dict:
+    """Reference: the number of paths under each convention of :data:`PATH_CONVENTIONS`."""
+    return {c: count_paths(n_layers, n_heads, c) for c in PATH_CONVENTIONS}
 
 
-PATHS_AND_TERMS = Exercise("ch2.paths-and-terms", "paths_and_terms", solution_paths_and_terms,
-    [((4, 6), {}), ((24, 16), {}), ((12, 12), {}), ((2, 4), {}), ((1, 1), {})], mistakes=[
-        Mistake(lambda L, H: ((H + 1) ** L, 2 + L * (H + 1)),
-                "the paths count only the heads and the skip; the MLP is one more way through each block."),
-        Mistake(lambda L, H: (H ** L + 2, 2 + L * (H + 1)),
-                "paths multiply across blocks: (H + 2) choices per block, so (H + 2)^L."),
-        Mistake(lambda L, H: (count_paths(L, H), count_paths(L, H)),
-                "that terms count is the number of paths. Terms are the vectors added into the stream: embeddings, heads, MLPs."),
-        Mistake(lambda L, H: (count_paths(L, H), 2 + L * H), "the terms count leaves out the MLPs (one per block)."),
+def _compare_conventions(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    if not isinstance(got, dict):
+        raise CheckFailed(f"{what}: return a dict with one count per convention, keys {sorted(want)}; "
+                          f"a count without its convention is ambiguous. Got {type(got).__name__}.")
+    if set(got) != set(want):
+        raise CheckFailed(f"{what}: the keys must be exactly {sorted(want)} (got {sorted(map(str, got))}).")
+    for key in want:
+        if not isinstance(got[key], (int, np.integer)) or got[key] != want[key]:
+            raise CheckFailed(f"{what}[{key!r}]: expected {want[key]:,}, got {got[key]!r}.")
+
+
+def _swap(d: dict, a: str, b: str) -> dict:
+    out = dict(d)
+    out[a], out[b] = d[b], d[a]
+    return out
+
+
+PATHS_BY_CONVENTION = Exercise("ch2.paths-by-convention", "paths_by_convention", solution_paths_by_convention,
+    [((4, 4), {}), ((12, 12), {}), ((24, 16), {}), ((2, 3), {}), ((1, 1), {})], mistakes=[
+        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "sequential": (H + 2) ** L},
+                "in a GPT-2 block the MLP reads the stream after that block's attention, so a path can go through "
+                "a head AND the MLP of the same block: (H + 1) attention choices times 2 MLP choices, (2(H + 1))^L."),
+        Mistake(lambda L, H: _swap(solution_paths_by_convention(L, H), "sequential", "one-per-block"),
+                "the two counts are swapped: 'one-per-block' allows at most one component per block, (H + 2)^L; "
+                "'sequential' allows a head followed by the MLP, (2(H + 1))^L."),
+        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "attention-only": H ** L},
+                "an attention-only path may also skip a block along the residual connection: H + 1 choices, not H."),
+        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "sequential": (2 * H + 1) ** L},
+                "'head then MLP' is one choice per head, and 'skip attention' also combines with the MLP: "
+                "(H + 1) x 2 = 2H + 2 choices per block, not 2H + 1."),
+        Mistake(lambda L, H: {k: L * v for k, v in zip(PATH_CONVENTIONS, (2 * (H + 1), H + 2, H + 1))},
+                "choices in different blocks multiply (any choice in block 1 with any in block 2 ...): "
+                "a power of L, not L times the choices per block."),
     ],
-    hint="paths = (H + 2)^L; terms = 2 + L·(H + 1).",
+    compare=_compare_conventions,
+    hint="choices per block: sequential (H + 1) x 2; one-per-block H + 2; attention-only H + 1. Then raise to the L.",
 )
 
 
-def check_paths_and_terms(fn) -> bool:
-    """Exercise: (number of paths, number of additive terms) for L layers and H heads."""
-    return PATHS_AND_TERMS.check(fn)
+def check_paths_by_convention(fn) -> bool:
+    """Exercise: a dict {convention: number of paths} for L blocks of H heads (see PATH_CONVENTIONS)."""
+    return PATHS_BY_CONVENTION.check(fn)
+
+
+def rank_band(rank: int) -> str:
+    """The band a 0-based rank falls in: "top-1", "top-10", "top-100" or "below top-100"."""
+    rank = int(rank)
+    if rank < 0:
+        raise ValueError(f"a rank is >= 0 (0 = top), got {rank}.")
+    return "top-1" if rank == 0 else "top-10" if rank < 10 else "top-100" if rank < 100 else "below top-100"
+
+
+RANK_BANDS = ("top-1", "top-10", "top-100", "below top-100")
+
+
+def _silenced_rank_case():
+    from .core import zero_block_hooks
+
+    model, _ = _default_run()
+    tokens = model.to_tokens("The Eiffel Tower is located in")
+    with torch.no_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=zero_block_hooks([0, 1], _n_layers(model)))
+    return [((int(token_rank(logits[0, -1], model.to_single_token(" Paris"))),), {})]
+
+
+def _compare_band(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    if got not in RANK_BANDS:
+        raise CheckFailed(f"{what}: the prediction must be one of {RANK_BANDS}, got {got!r}.")
+    if got != want:
+        raise CheckFailed(f"{what}: you predicted {got!r}; the measurement says {want!r}.")
+
+
+SILENCED_RANK = Exercise("ch2.predict-silenced-rank", "predicted_band", lambda rank: rank_band(rank),
+    _silenced_rank_case, mistakes=[
+        Mistake(lambda rank: "top-1", "the last blocks do not recall the fact from scratch: they read what the first "
+                "blocks wrote (the subject's representation, the fact moved to the last position). Remove those "
+                "writes and the later blocks have nothing to complete."),
+        Mistake(lambda rank: "top-10", "the answer does not stay among the runners-up: with the first blocks' writes "
+                "gone, the direct path and the later blocks see only the last word and its position, "
+                "which say nothing about the Eiffel Tower."),
+        Mistake(lambda rank: "below top-100", "the later blocks still do part of the recall on their own here: "
+                "the fact survives the loss of the early writes."),
+    ],
+    compare=_compare_band,
+    hint="predict before you measure: the cell after the stub computes the rank with both blocks silenced.",
+)
+
+
+def check_silenced_rank_prediction(predicted_band, measured_rank) -> bool:
+    """Exercise: compare a predicted rank band (one of RANK_BANDS) with the rank measured in the chapter."""
+    if predicted_band is Ellipsis:
+        _remind("predicted_band")
+        return False
+    return SILENCED_RANK.check(lambda rank: predicted_band, [((int(measured_rank),), {})])
+
+
+def first_top1_depth(ranks) -> int | None:
+    """Index of the first depth from which a token's rank is 0 at every later depth; None if it never is at the end."""
+    ranks = [int(r) for r in ranks]
+    if not ranks:
+        raise ValueError("need at least one rank.")
+    if ranks[-1] != 0:
+        return None
+    i = len(ranks) - 1
+    while i > 0 and ranks[i - 1] == 0:
+        i -= 1
+    return i
+
+
+def _lens_depth_case():
+    model, _ = _default_run()
+    tokens = model.to_tokens("The Colosseum stands in the city of")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        lens_logits, _ = logit_lens(model, cache, sublayers=True)
+    ranks = token_rank(lens_logits[:, 0, -1], model.to_single_token(" Rome")).tolist()
+    return [((ranks,), {})]
+
+
+def _compare_depth(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    if got is not None and (not isinstance(got, (int, np.integer)) or isinstance(got, bool)):
+        raise CheckFailed(f"{what}: give a depth index (0 = h0, 1 = after attention 1, ...) or None, got {got!r}.")
+    if got != want:
+        raise CheckFailed(f"{what}: you predicted depth {got!r}; the logit lens says {want!r}.")
+
+
+LENS_DEPTH = Exercise("ch2.predict-lens-depth", "predicted_depth", first_top1_depth, _lens_depth_case, mistakes=[
+        Mistake(lambda ranks: 0, "h0 is the direct path: with tied embeddings it echoes the input token "
+                "(here ' of'), so the answer cannot be on top before any block has written."),
+        Mistake(lambda ranks: len(ranks) - 1, "the lens reads every intermediate state with the final map; "
+                "the answer is written, and readable, before the last sub-layer."),
+        Mistake(lambda ranks: None, "the model does complete this prompt with the answer, so the last reading "
+                "(the output itself) ranks it first."),
+    ],
+    compare=_compare_depth,
+    hint="count depths as the chapter does: 0 = h0, then after attention 1, after MLP 1, after attention 2, ...",
+)
+
+
+def check_lens_depth_prediction(predicted_depth, ranks) -> bool:
+    """Exercise: compare a predicted first top-1 depth with the logit lens's ranks measured in the chapter."""
+    if predicted_depth is Ellipsis:
+        _remind("predicted_depth")
+        return False
+    return LENS_DEPTH.check(lambda r: predicted_depth, [((list(map(int, ranks)),), {})])
 
 
 def solution_logit_lens_at(model, cache, layer: int):

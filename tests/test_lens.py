@@ -1,4 +1,4 @@
-"""helpers.lens: the bigram floor, block budgets, logit and tuned lens, direct logit attribution."""
+"""helpers.lens: the direct path, path counts, block budgets, logit and tuned lens, direct logit attribution."""
 import math
 
 import pytest
@@ -28,16 +28,16 @@ def _two_tokens(model):
     return a, b
 
 
-def test_bigram_floor_from_weights_equals_model_with_every_block_silenced(tiny_model, raw_model, run):
+def test_direct_path_from_weights_equals_model_with_every_block_silenced(tiny_model, raw_model, run):
     tokens = run[0]
     for model in (tiny_model, raw_model):
-        floor = lens.bigram_floor_logits(model, tokens)
+        floor = lens.direct_path_logits(model, tokens)
         silenced = lens.run_with_block_budget(model, tokens, 0)
         assert floor.shape == (1, tokens.shape[1], model.cfg.d_vocab)
         assert torch.allclose(floor, silenced, atol=1e-5)
     # both modes give the same next-token distribution; only raw mode has W_U = W_E^T
-    p_compat = lens.bigram_floor_logits(tiny_model, tokens).log_softmax(-1)
-    p_raw = lens.bigram_floor_logits(raw_model, tokens).log_softmax(-1)
+    p_compat = lens.direct_path_logits(tiny_model, tokens).log_softmax(-1)
+    p_raw = lens.direct_path_logits(raw_model, tokens).log_softmax(-1)
     assert torch.allclose(p_compat, p_raw, atol=1e-4)
     assert torch.equal(raw_model.W_U, raw_model.W_E.T)
 
@@ -68,7 +68,7 @@ def test_logit_lens_shapes_labels_and_last_depth_is_the_output(tiny_model, run):
     assert ll.shape == (2 * L + 1, 1, tokens.shape[1], tiny_model.cfg.d_vocab)
     assert labels[0] == "h0 (embed)" and labels[1] == "after attn 1" and labels[-1] == f"after MLP {L}"
     assert torch.allclose(ll[-1], logits, atol=1e-5)
-    assert torch.allclose(ll[0], lens.bigram_floor_logits(tiny_model, tokens), atol=1e-5)
+    assert torch.allclose(ll[0], lens.direct_path_logits(tiny_model, tokens), atol=1e-5)
 
 
 def test_token_rank():
@@ -80,12 +80,27 @@ def test_token_rank():
         lens.token_rank(logits, 9)
 
 
-def test_count_paths():
-    assert lens.count_paths(12, 12) == 14 ** 12
-    assert math.isclose(lens.count_paths(12, 12), 5.67e13, rel_tol=1e-2)   # not "about 1e13"
-    assert lens.count_paths(2, 4, mlp=False) == 25
-    with pytest.raises(ValueError):
+def test_count_paths_by_convention():
+    assert lens.count_paths(12, 12) == 26 ** 12 == lens.count_paths(12, 12, "sequential")
+    assert math.isclose(lens.count_paths(12, 12), 9.54e16, rel_tol=1e-3)      # not "about 1e13"
+    assert lens.count_paths(12, 12, "one-per-block") == 14 ** 12
+    assert lens.count_paths(2, 4, "attention-only") == 25
+    assert set(lens.PATH_CONVENTIONS) == {"sequential", "one-per-block", "attention-only"}
+    with pytest.raises(ValueError, match="n_layers"):
         lens.count_paths(0, 12)
+    with pytest.raises(ValueError, match="convention"):
+        lens.count_paths(2, 2, "parallel")
+
+
+def test_enumerated_paths_match_the_counts_and_are_bounded():
+    for conv in lens.PATH_CONVENTIONS:
+        paths = lens.enumerate_paths(3, 2, conv)
+        assert len(paths) == len(set(paths)) == lens.count_paths(3, 2, conv)
+    # sequential: a head followed by the MLP of the same block is a route of its own
+    assert ("head 0 + MLP", "skip", "skip") in lens.enumerate_paths(3, 2, "sequential")
+    assert ("head 0 + MLP", "skip", "skip") not in lens.enumerate_paths(3, 2, "one-per-block")
+    with pytest.raises(ValueError, match="limit"):
+        lens.enumerate_paths(12, 12)               # 9.5e16 paths: refused, not materialised
 
 
 def test_kl_to_final_is_zero_for_the_same_logits_and_positive_otherwise():
@@ -108,8 +123,15 @@ def test_tuned_lens_starts_as_logit_lens_and_training_lowers_kl(tiny_model):
     logit_kl = lens.kl_to_final(lens.logit_lens(tiny_model, cache, sublayers=False)[0], logits)
     assert torch.allclose(lens.kl_to_final(lens.tuned_lens_logits(tiny_model, identity, cache), logits), logit_kl)
     assert float(logit_kl[-1]) < 1e-6
-    tuned, history = lens.train_tuned_lens(tiny_model, tokens, steps=30, lr=1e-2, batch_tokens=128)
-    assert history[-1] < history[0]
+    tuned, history = lens.train_tuned_lens(tiny_model, tokens[:6], steps=30, lr=1e-2, batch_tokens=128,
+                                           heldout=tokens[6:], eval_every=10)
+    assert history["train"][-1] < history["train"][0] and len(history["train"]) == 30
+    assert history["eval_steps"] == [0, 10, 20, 30] and len(history["heldout"][0]) == L
+    assert history["n_train_tokens"] == 6 * 23                              # BOS positions excluded
+    # before training the held-out KL is the logit lens's on those windows
+    ho_logits, ho_cache = tiny_model.run_with_cache(tokens[6:])
+    ho_logit_kl = lens.kl_to_final(lens.logit_lens(tiny_model, ho_cache, sublayers=False)[0], ho_logits)
+    assert torch.allclose(torch.tensor(history["heldout"][0]), ho_logit_kl[:-1], atol=1e-4)
     tuned_kl = lens.kl_to_final(lens.tuned_lens_logits(tiny_model, tuned, cache), logits)
     assert torch.all(tuned_kl[:-1] < logit_kl[:-1])
     assert all(p.grad is None for p in tiny_model.parameters())   # the model itself was not trained
@@ -172,15 +194,54 @@ def test_figures_build(tiny_model, run):
 
 # ---------------------------------------------------------------- exercise checkers
 
-def test_paths_and_terms_checker():
-    assert lens.check_paths_and_terms(lens.solution_paths_and_terms)
-    assert lens.check_paths_and_terms(lambda L, H: (_ for _ in ()).throw(NotImplementedError())) is False
-    with pytest.raises(CheckFailed, match="MLP"):
-        lens.check_paths_and_terms(lambda L, H: ((H + 1) ** L, 2 + L * (H + 1)))
-    with pytest.raises(CheckFailed, match="leaves out the MLPs"):
-        lens.check_paths_and_terms(lambda L, H: ((H + 2) ** L, 2 + L * H))
-    with pytest.raises(CheckFailed, match="number of paths"):
-        lens.check_paths_and_terms(lambda L, H: ((H + 2) ** L, (H + 2) ** L))
+def test_paths_by_convention_checker():
+    assert lens.check_paths_by_convention(lens.solution_paths_by_convention)
+    assert lens.check_paths_by_convention(lambda L, H: (_ for _ in ()).throw(NotImplementedError())) is False
+    with pytest.raises(CheckFailed, match="a head AND the MLP"):          # (H + 2)^L called sequential
+        lens.check_paths_by_convention(lambda L, H: {**lens.solution_paths_by_convention(L, H), "sequential": (H + 2) ** L})
+    with pytest.raises(CheckFailed, match="ambiguous"):                   # a bare count, no convention
+        lens.check_paths_by_convention(lambda L, H: (2 * (H + 1)) ** L)
+    with pytest.raises(CheckFailed, match="keys"):
+        lens.check_paths_by_convention(lambda L, H: {"gpt2": (2 * (H + 1)) ** L})
+    with pytest.raises(CheckFailed, match="multiply"):
+        lens.check_paths_by_convention(lambda L, H: {"sequential": 2 * (H + 1) * L, "one-per-block": (H + 2) * L,
+                                                     "attention-only": (H + 1) * L})
+
+
+def test_prediction_checkers_compare_with_the_measurement():
+    assert lens.rank_band(0) == "top-1" and lens.rank_band(9) == "top-10" and lens.rank_band(500) == "below top-100"
+    assert lens.check_silenced_rank_prediction("below top-100", 685)
+    assert lens.check_silenced_rank_prediction(..., 685) is False          # not attempted yet
+    with pytest.raises(CheckFailed, match="from scratch"):
+        lens.check_silenced_rank_prediction("top-1", 685)
+    with pytest.raises(CheckFailed, match="one of"):
+        lens.check_silenced_rank_prediction("somewhere", 685)
+    with pytest.raises(CheckFailed, match="on their own"):                # the other way round
+        lens.check_silenced_rank_prediction("below top-100", 0)
+    ranks = [1500, 800, 2, 1, 0, 0, 3, 0, 0]
+    assert lens.first_top1_depth(ranks) == 7 and lens.first_top1_depth([0, 0, 1]) is None
+    assert lens.check_lens_depth_prediction(7, ranks)
+    with pytest.raises(CheckFailed, match="echoes"):
+        lens.check_lens_depth_prediction(0, ranks)
+    with pytest.raises(CheckFailed, match="before the last sub-layer"):
+        lens.check_lens_depth_prediction(8, ranks)
+    with pytest.raises(CheckFailed, match="predicted depth 4"):
+        lens.check_lens_depth_prediction(4, ranks)
+
+
+def test_top1_agreement_and_random_init(tiny_model, run):
+    _, _, cache = run
+    agree = lens.top1_agreement(tiny_model, cache)
+    assert agree.shape == (tiny_model.cfg.n_layers + 1,) and float(agree[-1]) == 1.0
+
+
+def test_random_init_model_keeps_shape_and_ties_but_not_weights(tiny_gpt2_dir, raw_model):
+    rand = lens.random_init_model(str(tiny_gpt2_dir), seed=0)
+    assert rand.W_E.shape == raw_model.W_E.shape and not torch.allclose(rand.W_E, raw_model.W_E)
+    assert torch.equal(rand.W_U, rand.W_E.T)                               # still tied, like GPT-2 at init
+    assert abs(float(rand.W_E.detach().std()) - 0.02) < 0.002
+    with pytest.raises(ValueError, match="std"):
+        lens.random_init_model(str(tiny_gpt2_dir), std=0)
 
 
 def test_logit_lens_checker(tiny_model, run):
@@ -230,9 +291,9 @@ def test_block_budget_widget_builds_and_validates(tiny_model):
 def test_inputs_are_validated(tiny_model, run):
     tokens, _, cache = run
     with pytest.raises(TypeError, match="integer tensor"):
-        lens.bigram_floor_logits(tiny_model, tokens.float())
+        lens.direct_path_logits(tiny_model, tokens.float())
     with pytest.raises(ValueError, match=r"\[batch, pos\]"):
-        lens.bigram_floor_logits(tiny_model, tokens[0])
+        lens.direct_path_logits(tiny_model, tokens[0])
     with pytest.raises(ValueError, match="n_layers"):
         lens.stream_states(cache, 0)
     with pytest.raises(ValueError, match="has no"):
@@ -247,9 +308,11 @@ def test_inputs_are_validated(tiny_model, run):
 
 def test_paths_terms_figure():
     fig = lens.paths_terms_figure([5, 12], max_layers=12)
-    assert fig.data[0].y[-1] == float(7 ** 12) and fig.data[1].y[-1] == 2 + 12 * 6
+    assert fig.data[0].y[-1] == float(12 ** 12) and fig.data[1].y[-1] == float(7 ** 12)
+    assert fig.data[2].y[-1] == float(6 ** 12) and fig.data[3].y[-1] == 2 + 12 * 6
+    assert len(fig.layout.title.text) <= 60
     h12 = fig.layout.updatemenus[0].buttons[1].args[0]["y"]
-    assert h12[0][-1] == float(14 ** 12) and h12[1][-1] == 2 + 12 * 13
+    assert h12[0][-1] == float(26 ** 12) and h12[3][-1] == 2 + 12 * 13
     with pytest.raises(ValueError):
         lens.paths_terms_figure([], 3)
 
@@ -268,8 +331,8 @@ def test_chapter_claims_hold_on_the_bundled_model():
         logits, cache = model.run_with_cache(tokens)
     paris = model.to_single_token(" Paris")
     assert int(logits[0, -1].argmax()) == paris
-    floor = lens.bigram_floor_logits(model, tokens)
-    assert float((floor.argmax(-1) == tokens).float().mean()) > 0.5         # the tied floor echoes its input
+    direct = lens.direct_path_logits(model, tokens)
+    assert float((direct.argmax(-1) == tokens).float().mean()) > 0.5        # the tied direct path echoes its input
     ll, _ = lens.logit_lens(model, cache)
     ranks = lens.token_rank(ll[:, 0, -1], paris)
     assert int(ranks[0]) > 0 and int(ranks[-1]) == 0
