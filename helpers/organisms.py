@@ -17,9 +17,12 @@ from .exercises import Exercise, Mistake
 from .plotting import phase_change_figure  # shared with chapter 5
 from .zoo.evals import training_log  # shared with chapter 5
 
-__all__ = ["card", "training_log", "phase_change_step", "training_curves", "phase_change_figure",
+__all__ = ["card", "training_log", "phase_change_step", "steepest_rise", "icl_score_on_text", "icl_score",
+           "training_curves", "phase_change_figure",
            "SKILLS", "skill_onsets", "skills_figure",
-           "top_predictions", "check_is_single_token", "check_relation_recall", "check_second_copy_loss"]
+           "top_predictions", "check_is_single_token", "check_relation_recall", "check_second_copy_loss",
+           "check_no_induction_prediction", "check_icl_on_repeats_prediction",
+           "check_attn_recall_prediction"]
 
 
 def card(name: str) -> dict:
@@ -43,6 +46,75 @@ def phase_change_step(log: list[dict], key: str = "best_prefix_matching") -> int
         if entry[key] >= final / 2:
             return int(entry["step"])
     return int(log[-1]["step"])
+
+
+def steepest_rise(log: list[dict], key: str = "best_prefix_matching", window: int = 200) -> dict:
+    """How sudden a rise is: the largest increase of ``key`` over any stretch of ``window`` steps,
+    against the largest change (either sign) over every stretch of the same length that does
+    not overlap it.
+
+    Returns ``start`` and ``end`` (steps of the steepest stretch), ``rise`` (its increase),
+    ``largest_other`` (the null: the biggest absolute change over any other, non-overlapping
+    stretch), ``share`` (``rise`` as a fraction of the whole run's change, first to last
+    entry) and ``steady_share`` (``window`` over the run's length: the share a steady rise
+    would put in one stretch). The log must be evenly spaced in steps.
+    """
+    if not log or key not in log[-1] or "step" not in log[-1]:
+        raise ValueError(f"the log has no {key!r} entries")
+    steps = [int(e["step"]) for e in log]
+    gaps = {b - a for a, b in zip(steps, steps[1:])}
+    if len(gaps) != 1:
+        raise ValueError(f"steepest_rise needs evenly spaced steps; got gaps {sorted(gaps)[:5]}")
+    (gap,) = gaps
+    if not isinstance(window, int) or window < gap or window % gap:
+        raise ValueError(f"window must be a positive multiple of the logging interval {gap}, got {window!r}")
+    m = window // gap
+    if 3 * m > len(log) - 1:
+        raise ValueError(f"window {window} is too long for a log of {steps[-1] - steps[0]} steps: "
+                         "there must be room for other stretches of the same length")
+    vals = [float(e[key]) for e in log]
+    changes = [vals[i + m] - vals[i] for i in range(len(vals) - m)]
+    i0 = max(range(len(changes)), key=changes.__getitem__)
+    others = [abs(c) for i, c in enumerate(changes) if i + m <= i0 or i >= i0 + m]
+    total = vals[-1] - vals[0]
+    return {"start": steps[i0], "end": steps[i0 + m], "rise": changes[i0], "largest_other": max(others),
+            "share": changes[i0] / total if total else float("nan"),
+            "steady_share": window / (steps[-1] - steps[0])}
+
+
+def icl_score_on_text(model, n_seqs: int = 64, seed: int = 11) -> dict:
+    """The in-context-learning score of the training logs, on held-out corpus text only.
+
+    Same definition as the logs (mean loss of the tokens at positions 200-249 minus
+    that at positions 25-49, both ranges scaled by n_ctx/256), but on ``n_seqs``
+    windows of fresh corpus text (:func:`helpers.zoo.evals.corpus_windows`, never the
+    training seed) with no repeated random-token sequences. Returns ``score`` (mean over
+    windows), ``se`` (its standard error) and ``per_window``.
+    """
+    from .zoo.evals import corpus_windows
+
+    return icl_score(model, corpus_windows(model, n_seqs=n_seqs, seq_len=int(model.cfg.n_ctx), seed=seed))
+
+
+def icl_score(model, tokens) -> dict:
+    """The logs' in-context-learning score on ``tokens`` [batch, pos] (BOS first, pos <= n_ctx): mean loss of the
+    tokens at positions 200-249 minus that at positions 25-49, both scaled by n_ctx/256.
+    Returns ``score``, ``se`` (standard error over rows) and ``per_window``."""
+    n_ctx = int(model.cfg.n_ctx)
+    if n_ctx < 64:
+        raise ValueError(f"the ICL score needs a context of at least 64 tokens, the model has {n_ctx}")
+    scale = n_ctx / 256
+    early = slice(round(25 * scale), round(50 * scale))  # token positions (0 = BOS)
+    late = slice(round(200 * scale), round(250 * scale))
+    if tokens.ndim != 2 or not late.stop <= tokens.shape[1] <= n_ctx or tokens.shape[0] < 2:
+        raise ValueError(f"tokens must be [batch >= 2, {late.stop} to {n_ctx} positions], got {tuple(tokens.shape)}")
+    n_seqs = tokens.shape[0]
+    with torch.no_grad():  # in chunks: GPT-2's logits for 64 x 1024 tokens would take 13 GB
+        nll = torch.cat([per_token_loss(model(t), t) for t in tokens.split(8)])  # [n_seqs, n_ctx - 1]
+    shift = lambda s: slice(s.start - 1, s.stop - 1)  # noqa: E731  (the loss of token p sits at index p - 1)
+    per_window = nll[:, shift(late)].mean(1) - nll[:, shift(early)].mean(1)
+    return {"score": float(per_window.mean()), "se": float(per_window.std() / n_seqs ** 0.5),
+            "per_window": per_window}
 
 
 def training_curves(logs: dict[str, list[dict]], key: str = "corpus_loss"):
@@ -160,9 +232,9 @@ def check_is_single_token(fn, model) -> bool:
 def _relation_prompts(relation: str) -> list[tuple[str, str]]:
     from .zoo import world
 
-    return [(p, a) for p, a in world.train_fact_prompts()
-            if any(p == world.render(t, f.subject) and a == f.answer
-                   for f in world.facts_by_relation(relation) for t in world.TEMPLATES[relation])]
+    wanted = {(world.render(t, f.subject), f.answer)
+              for f in world.facts_by_relation(relation) for t in world.TEMPLATES[relation]}
+    return [pa for pa in world.train_fact_prompts() if pa in wanted]
 
 
 def solution_relation_recall(model, relation: str) -> float:
@@ -180,7 +252,8 @@ def _count_right(model, relation: str) -> float:
 
 def _relation_cases(model=None):
     model = model if model is not None else _bundled("rs-gpt2-4l")
-    # the attention-only model knows no facts: its recall differs, so a constant answer cannot pass
+    # rs-attn-2l recalls fewer capitals than rs-gpt2-4l (0.91 against 1.0), so the true answers differ
+    # and a constant cannot pass (tests/test_organisms.py checks that they differ)
     return [((model, r), {}) for r in ("country_capital", "landmark_city")] + [
         ((_bundled("rs-attn-2l"), "country_capital"), {})]
 
@@ -191,6 +264,8 @@ RELATION_RECALL = Exercise("ch0.relation-recall", "relation_recall", solution_re
                 "relation's prompts answered right."),
         Mistake(lambda m, r: 1.0 - solution_relation_recall(m, r), "that is the error rate; recall counts the "
                 "prompts whose answer is the top prediction."),
+        Mistake(lambda m, r: 1.0, "a constant is not a measurement: the recall differs between models and "
+                "relations (the attention-only model misses some capitals). Run the model on the prompts."),
     ],
     atol=1e-6,
     hint="Use world.train_fact_prompts(), keep the prompts of the relation, "
@@ -233,3 +308,88 @@ SECOND_COPY_LOSS = Exercise("ch0.second-copy-loss", "second_copy_loss", solution
 def check_second_copy_loss(fn, model) -> bool:
     """Exercise: mean loss on the second copy of BOS + R + R (skipping its first token)."""
     return SECOND_COPY_LOSS.check(fn, _second_copy_cases(model))
+
+
+# ------------------------------------------------------- predict-then-measure
+
+def solution_no_induction_second_copy() -> float:
+    """Reference: the second-copy loss of a model with no induction head is chance, ln(number of
+    non-special tokens): the tokens are uniform, and nothing carries the first copy forward."""
+    import math
+
+    from .zoo import load_tokenizer
+
+    tok = load_tokenizer()
+    return math.log(len(tok) - len(set(tok.all_special_ids)))
+
+
+NO_INDUCTION_SECOND_COPY = Exercise(
+    "ch0.predict-no-induction", "predicted_second_copy", solution_no_induction_second_copy, mistakes=[
+        Mistake(value=0.0, why="copying is not automatic: the first copy sits in the context, but only a head "
+                "that looks back to the earlier occurrence and moves the token after it forward (an induction "
+                "head) can use it; without one the repeat is as unpredictable as the first copy."),
+        Mistake(value=1.0, why="that is the trained models' quality bar; a model without an induction head "
+                "cannot get near it on random tokens."),
+        Mistake(value=3.81, why="having seen the tokens once does not halve the loss; without a mechanism "
+                "that reads the first copy, every repeated token is still one of ~2,047 equally likely ones."),
+    ],
+    atol=0.3, rtol=0.0,
+    hint="The tokens are drawn uniformly. What does a model that cannot use the first copy pay per token?",
+)
+
+
+def check_no_induction_prediction(predicted) -> bool:
+    """Predict-then-measure: the second-copy loss (nats) of a model with no induction head
+    (within 0.3 nats of chance, ln 2047 ≈ 7.62: the random-init model's value is 7.65)."""
+    return NO_INDUCTION_SECOND_COPY.check_value(predicted)
+
+
+def solution_icl_on_repeats() -> float:
+    """Reference: rs-attn-2l's ICL score (the logs' definition) on repeated random tokens only."""
+    model = _bundled("rs-attn-2l")
+    n_ctx = int(model.cfg.n_ctx)
+    tokens = repeated_random_tokens(model, n_seqs=16, length=(n_ctx - 1) // 2, seed=4)
+    return icl_score(model, tokens)["score"]
+
+
+ICL_ON_REPEATS = Exercise(
+    "ch0.predict-icl-repeats", "predicted_icl_on_repeats", solution_icl_on_repeats, mistakes=[
+        Mistake(value=-2.75, why="that is the logged score, an average over a mixture in which one window in "
+                "four is text. On repeated random tokens alone the early positions sit in the first copy "
+                "(chance, ~7.6 nats) and the late ones in the second copy (~0 with an induction head)."),
+        Mistake(value=0.0, why="random tokens cannot be predicted the first time, but the late positions "
+                "fall in the second copy, which an induction head predicts almost perfectly."),
+        Mistake(value=7.6, why="the sign: the score is late minus early, negative when the context helps."),
+    ],
+    atol=0.5, rtol=0.0,
+    hint="Positions 12-24 and 100-124 of a 128-token window: which copy is each range in, and what does "
+         "the model pay per token in each?",
+)
+
+
+def check_icl_on_repeats_prediction(predicted) -> bool:
+    """Predict-then-measure: rs-attn-2l's ICL score on repeated random tokens only (within 0.5 nats)."""
+    return ICL_ON_REPEATS.check_value(predicted)
+
+
+def solution_attn_capital_recall() -> float:
+    """Reference: rs-attn-2l's top-1 recall over the training prompts of ``country_capital``."""
+    return solution_relation_recall(_bundled("rs-attn-2l"), "country_capital")
+
+
+ATTN_RECALL = Exercise(
+    "ch0.predict-attn-recall", "predicted_attn_recall", solution_attn_capital_recall, mistakes=[
+        Mistake(value=0.0, why="a model without MLPs still has memory: the embedding and unembedding (the "
+                "direct path) and each head's OV circuit can map a subject token to its answer, a lookup "
+                "table stored in weights."),
+        Mistake(value=0.5, why="there is no two-way choice here: the model ranks all 2,048 tokens, and a "
+                "guess would be right about once in two thousand."),
+    ],
+    atol=0.15, rtol=0.0,
+    hint="Which parts of an attention-only transformer can map ' France' to ' Paris' without an MLP?",
+)
+
+
+def check_attn_recall_prediction(predicted) -> bool:
+    """Predict-then-measure: rs-attn-2l's recall of country capitals (within 0.15 of the measured value)."""
+    return ATTN_RECALL.check_value(predicted)

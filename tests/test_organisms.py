@@ -83,3 +83,57 @@ def test_checker_second_copy_loss(attn):
 
     with pytest.raises(CheckFailed, match="FIRST copy"):
         organisms.check_second_copy_loss(first_copy, attn)
+
+
+def test_relation_recall_rejects_constants(gpt):
+    answers = {organisms.solution_relation_recall(*args) for args, _ in organisms._relation_cases(gpt)}
+    assert len(answers) >= 2, f"the checker's cases must have different true answers, got {answers}"
+    for constant in (1.0, 0.0, 0.95):
+        with pytest.raises(CheckFailed):
+            organisms.check_relation_recall(lambda m, r, c=constant: c, gpt)
+    with pytest.raises(CheckFailed, match="constant"):
+        organisms.check_relation_recall(lambda m, r: 1.0, gpt)
+
+
+def _log(values, every=10):
+    return [{"step": i * every, "v": v} for i, v in enumerate(values)]
+
+
+def test_steepest_rise_finds_the_jump_and_its_null():
+    jump = _log([0.0, 0.01, 0.02, 0.02, 0.5, 0.9, 0.91, 0.92, 0.93, 0.93, 0.94])
+    r = organisms.steepest_rise(jump, "v", window=20)
+    assert (r["start"], r["end"]) == (30, 50) and r["rise"] == pytest.approx(0.88)
+    assert r["largest_other"] == pytest.approx(0.02)      # 0.91 -> 0.93 and 0.92 -> 0.94 after, 0.0 -> 0.02 before
+    assert r["share"] == pytest.approx(0.88 / 0.94) and r["steady_share"] == pytest.approx(0.2)
+    steady = organisms.steepest_rise(_log([0.1 * i for i in range(11)]), "v", window=20)
+    assert steady["rise"] / steady["largest_other"] == pytest.approx(1.0)   # a steady rise is not sudden
+    with pytest.raises(ValueError, match="multiple"):
+        organisms.steepest_rise(jump, "v", window=15)
+    with pytest.raises(ValueError, match="too long"):
+        organisms.steepest_rise(jump, "v", window=50)
+    with pytest.raises(ValueError, match="evenly"):
+        organisms.steepest_rise(jump[:3] + jump[4:], "v", window=20)
+    with pytest.raises(ValueError, match="no 'w'"):
+        organisms.steepest_rise(jump, "w")
+
+
+def test_icl_score_on_repeats_and_text(attn):
+    from helpers.core import repeated_random_tokens
+
+    reps = repeated_random_tokens(attn, n_seqs=4, length=63, seed=1)
+    assert organisms.icl_score(attn, reps)["score"] < -6          # late positions are in the copied half
+    text = organisms.icl_score_on_text(attn, n_seqs=8)
+    assert -3 < text["score"] < 0.5 and text["se"] > 0 and text["per_window"].shape == (8,)
+    with pytest.raises(ValueError, match="positions"):
+        organisms.icl_score(attn, reps[:, :50])
+
+
+def test_predictions_reject_typical_wrong_values():
+    with pytest.raises(CheckFailed, match="induction head"):
+        organisms.check_no_induction_prediction(0.0)
+    assert organisms.check_no_induction_prediction(7.7)
+    with pytest.raises(CheckFailed, match="mixture"):
+        organisms.check_icl_on_repeats_prediction(-2.75)
+    with pytest.raises(CheckFailed, match="memory"):
+        organisms.check_attn_recall_prediction(0.0)
+    assert organisms.check_attn_recall_prediction(0.9)
