@@ -289,7 +289,7 @@ def score_grid_figure(grids: dict, title: str, colorbar_title: str = "score", zm
     labels = list(mats)
     lo = min(float(v.min()) for v in mats.values()) if zmin is None else zmin
     hi = max(float(v.max()) for v in mats.values()) if zmax is None else zmax
-    show_text = n_rows * n_cols <= 200
+    show_text = n_rows * n_cols <= 200 and n_cols <= 16   # wider grids would need unreadably small cell text
     first = mats[labels[0]]
     fig = go.Figure(go.Heatmap(z=first, x=x, y=y, colorscale="Blues", zmin=lo, zmax=hi,
                                text=first if show_text else None, texttemplate="%{text:.2f}" if show_text else None,
