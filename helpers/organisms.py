@@ -104,8 +104,8 @@ def icl_score(model, tokens) -> dict:
     if n_ctx < 64:
         raise ValueError(f"the ICL score needs a context of at least 64 tokens, the model has {n_ctx}")
     scale = n_ctx / 256
-    early = slice(round(25 * scale), round(50 * scale))  # token positions (0 = BOS)
-    late = slice(round(200 * scale), round(250 * scale))
+    early = slice(int(25 * scale), int(50 * scale))  # token positions (0 = BOS), cut as the training logs cut them
+    late = slice(int(200 * scale), int(250 * scale))
     if tokens.ndim != 2 or not late.stop <= tokens.shape[1] <= n_ctx or tokens.shape[0] < 2:
         raise ValueError(f"tokens must be [batch >= 2, {late.stop} to {n_ctx} positions], got {tuple(tokens.shape)}")
     n_seqs = tokens.shape[0]
