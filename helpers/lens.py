@@ -244,9 +244,15 @@ class TunedLens(torch.nn.Module):
         return (torch.bmm(flat, self.A) + self.b[:, None]).reshape(shape)
 
 
-def _block_states(model, tokens, chunk: int = 32):
-    """Stream states h0 … hL [L + 1, batch, pos, d] of ``tokens``, computed ``chunk`` windows at a time."""
+def _block_states(model, tokens, chunk: int | None = None):
+    """Stream states h0 … hL [L + 1, batch, pos, d] of ``tokens``, computed ``chunk`` windows at a time.
+
+    By default a chunk's output logits stay under ~128 MB (32 windows of 128 tokens
+    on a 2k vocabulary, 5 on GPT-2's 50k).
+    """
     n = _n_layers(model)
+    if chunk is None:
+        chunk = max(1, min(32, 2**25 // (tokens.shape[1] * int(model.cfg.d_vocab))))
     names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n)]
     out = []
     with torch.no_grad():
@@ -325,13 +331,15 @@ def train_tuned_lens(model, tokens, steps: int = 400, lr: float = 3e-3, batch_to
     states, final_h = flat(tokens)
     if heldout is not None:
         ho_states, ho_final = flat(require_tokens(model, heldout, "heldout"))
-        with torch.no_grad():
-            ho_logp = unembed(model, ho_final).float().log_softmax(-1)
 
-    def heldout_kl(lens):
+    def heldout_kl(lens, chunk: int = 256):                            # chunks bound memory on a 50k vocabulary
+        total = torch.zeros(n)
         with torch.no_grad():
-            logq = _lens_logprobs(lens, ho_states, W_U, b_U, w, b, eps)
-            return (ho_logp.exp() * (ho_logp - logq)).sum(-1).mean(-1).tolist()   # [L]
+            for i in range(0, ho_states.shape[1], chunk):
+                lp = unembed(model, ho_final[i:i + chunk]).float().log_softmax(-1)
+                logq = _lens_logprobs(lens, ho_states[:, i:i + chunk], W_U, b_U, w, b, eps)
+                total += (lp.exp() * (lp - logq)).sum(-1).sum(-1).cpu()
+        return (total / ho_states.shape[1]).tolist()                    # [L]
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -728,7 +736,8 @@ def _silenced_rank_case():
     tokens = model.to_tokens("The Eiffel Tower is located in")
     with torch.no_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=zero_block_hooks([0, 1], _n_layers(model)))
-    return [((int(token_rank(logits[0, -1], model.to_single_token(" Paris"))),), {})]
+    measured = int(token_rank(logits[0, -1], model.to_single_token(" Paris")))
+    return [((measured,), {}), ((0,), {}), ((5,), {}), ((50,), {})]   # the organism, then other outcomes a model could give
 
 
 def _compare_band(got, want, what: str) -> None:
@@ -784,7 +793,8 @@ def _lens_depth_case():
         _, cache = model.run_with_cache(tokens)
         lens_logits, _ = logit_lens(model, cache, sublayers=True)
     ranks = token_rank(lens_logits[:, 0, -1], model.to_single_token(" Rome")).tolist()
-    return [((ranks,), {})]
+    n = len(ranks)                                  # then other outcomes a model could give: early, never
+    return [((ranks,), {}), (([7, 0] + [0] * (n - 2),), {}), (([9] * (n - 1) + [2],), {})]
 
 
 def _compare_depth(got, want, what: str) -> None:
