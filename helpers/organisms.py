@@ -109,8 +109,10 @@ def icl_score(model, tokens) -> dict:
     if tokens.ndim != 2 or not late.stop <= tokens.shape[1] <= n_ctx or tokens.shape[0] < 2:
         raise ValueError(f"tokens must be [batch >= 2, {late.stop} to {n_ctx} positions], got {tuple(tokens.shape)}")
     n_seqs = tokens.shape[0]
-    with torch.no_grad():  # in chunks: GPT-2's logits for 64 x 1024 tokens would take 13 GB
-        nll = torch.cat([per_token_loss(model(t), t) for t in tokens.split(8)])  # [n_seqs, n_ctx - 1]
+    # in chunks of at most ~1 GB of logits: GPT-2's for 64 x 1024 tokens would take 13 GB
+    chunk = max(1, int(2.5e8 // (tokens.shape[1] * int(model.cfg.d_vocab))))
+    with torch.no_grad():
+        nll = torch.cat([per_token_loss(model(t), t) for t in tokens.split(chunk)])  # [n_seqs, pos - 1]
     shift = lambda s: slice(s.start - 1, s.stop - 1)  # noqa: E731  (the loss of token p sits at index p - 1)
     per_window = nll[:, shift(late)].mean(1) - nll[:, shift(early)].mean(1)
     return {"score": float(per_window.mean()), "se": float(per_window.std() / n_seqs ** 0.5),
