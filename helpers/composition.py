@@ -225,7 +225,8 @@ def attention_pattern_figure(patterns: dict, str_tokens: Sequence[str], title: s
     fig.update_layout(title=f"{title} — {labels[active]}", height=620,
                       xaxis_title="key position (attended to)", yaxis_title="query position (attending)",
                       updatemenus=[{"buttons": buttons, "active": active, "x": 1.0, "xanchor": "right",
-                                    "y": 1.12, "yanchor": "top", "direction": "down"}])
+                                    "y": 1.12, "yanchor": "top", "direction": "down"}],
+                      meta={"view": labels[active]})   # the view it opens on (checked by helpers.show)
     fig.update_yaxes(autorange="reversed", showticklabels=n <= 40)
     fig.update_xaxes(showticklabels=n <= 40, tickangle=-60)
     return fig
@@ -262,7 +263,8 @@ def composition_heatmap_figure(scores: dict, src_layer: int, dst_layer: int, bas
     fig.update_layout(title=f"{title} ({first})", xaxis_title=f"reading head (layer {dst_layer})",
                       yaxis_title=f"writing head (layer {src_layer})", height=460,
                       updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "active": 0,
-                                    "x": 0.0, "xanchor": "left", "y": 1.13, "yanchor": "top"}])
+                                    "x": 0.0, "xanchor": "left", "y": 1.13, "yanchor": "top"}],
+                      meta={"view": f"{first}-composition"})
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -300,7 +302,8 @@ def score_grid_figure(grids: dict, title: str, colorbar_title: str = "score", zm
                     "args": [{"z": [v.tolist()], "text": [v.tolist()] if show_text else [None]},
                              {"title.text": f"{title} — {k}"}]} for k, v in mats.items()]
         fig.update_layout(updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "active": 0,
-                                        "x": 0.0, "xanchor": "left", "y": 1.15, "yanchor": "top"}])
+                                        "x": 0.0, "xanchor": "left", "y": 1.15, "yanchor": "top"}],
+                          meta={"view": labels[0]})
     fig.update_layout(title=f"{title} — {labels[0]}" if len(labels) > 1 else title, xaxis_title=xaxis_title,
                       yaxis_title=yaxis_title, height=max(360, 60 * n_rows + 220))
     fig.update_yaxes(autorange="reversed")
