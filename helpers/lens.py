@@ -668,8 +668,10 @@ _DEFAULT_RUN = None
 
 
 def solution_paths_by_convention(n_layers: int, n_heads: int) -> dict:
-    """Reference: the number of paths under each convention of :data:`PATH_CONVENTIONS`."""
-    return {c: count_paths(n_layers, n_heads, c) for c in PATH_CONVENTIONS}
+    """Reference: paths under each convention of :data:`PATH_CONVENTIONS`, and for parallel (GPT-J-style) blocks."""
+    counts = {c: count_paths(n_layers, n_heads, c) for c in PATH_CONVENTIONS}
+    counts["parallel"] = count_paths(n_layers, n_heads, "one-per-block")   # attention and MLP read the same stream
+    return counts
 
 
 def _compare_conventions(got, want, what: str) -> None:
@@ -704,12 +706,17 @@ PATHS_BY_CONVENTION = Exercise("ch2.paths-by-convention", "paths_by_convention",
         Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "sequential": (2 * H + 1) ** L},
                 "'head then MLP' is one choice per head, and 'skip attention' also combines with the MLP: "
                 "(H + 1) x 2 = 2H + 2 choices per block, not 2H + 1."),
-        Mistake(lambda L, H: {k: L * v for k, v in zip(PATH_CONVENTIONS, (2 * (H + 1), H + 2, H + 1))},
+        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "parallel": (2 * (H + 1)) ** L},
+                "in a parallel block the MLP reads the same stream as attention, not attention's write, so no path "
+                "goes through a head and then the MLP of the same block: H + 2 choices, (H + 2)^L."),
+        Mistake(lambda L, H: {k: L * v for k, v in zip([*PATH_CONVENTIONS, "parallel"],
+                                                       (2 * (H + 1), H + 2, H + 1, H + 2))},
                 "choices in different blocks multiply (any choice in block 1 with any in block 2 ...): "
                 "a power of L, not L times the choices per block."),
     ],
     compare=_compare_conventions,
-    hint="choices per block: sequential (H + 1) x 2; one-per-block H + 2; attention-only H + 1. Then raise to the L.",
+    hint="choices per block: sequential (H + 1) x 2; one-per-block H + 2; attention-only H + 1; for parallel blocks "
+         "ask which write the MLP can read. Then raise to the L.",
 )
 
 

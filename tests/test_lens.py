@@ -205,7 +205,10 @@ def test_paths_by_convention_checker():
         lens.check_paths_by_convention(lambda L, H: {"gpt2": (2 * (H + 1)) ** L})
     with pytest.raises(CheckFailed, match="multiply"):
         lens.check_paths_by_convention(lambda L, H: {"sequential": 2 * (H + 1) * L, "one-per-block": (H + 2) * L,
-                                                     "attention-only": (H + 1) * L})
+                                                     "attention-only": (H + 1) * L, "parallel": (H + 2) * L})
+    with pytest.raises(CheckFailed, match="parallel block"):              # parallel counted like sequential
+        lens.check_paths_by_convention(lambda L, H: {**lens.solution_paths_by_convention(L, H),
+                                                     "parallel": (2 * (H + 1)) ** L})
 
 
 def test_prediction_checkers_compare_with_the_measurement():
