@@ -663,7 +663,7 @@ def neuron_browser_figure(data: dict, title: str = "What a neuron's key detects 
     layers = sorted({l for l, _ in keys})
     n_rows = max(len(d["prefixes"]) for d in data.values())
     fig = make_subplots(rows=2, cols=1, row_heights=[0.55, 0.45], vertical_spacing=0.12,
-                        subplot_titles=("Top prefixes: activation, text, [trigger] → next token",
+                        subplot_titles=("Top prefixes ([trigger] → next)",
                                         "Tokens the value promotes (v·W_U)"))
 
     def payload(key):
@@ -687,7 +687,7 @@ def neuron_browser_figure(data: dict, title: str = "What a neuron's key detects 
     menus = []
     for li, layer in enumerate(layers):
         buttons = [{"method": "restyle", "label": f"neuron {k[1]}", "args": [args(k), [0, 1]]} for k in keys if k[0] == layer]
-        menus.append({"buttons": buttons, "direction": "down", "x": 0.2, "y": 1.16, "xanchor": "left",
+        menus.append({"buttons": buttons, "direction": "down", "x": 0.45, "y": 1.16, "xanchor": "left",
                       "showactive": True, "visible": li == 0, "active": 0})
     layer_buttons = []
     for li, layer in enumerate(layers):
@@ -699,6 +699,7 @@ def neuron_browser_figure(data: dict, title: str = "What a neuron's key detects 
         updatemenus=[{"buttons": layer_buttons, "direction": "down", "x": 0.0, "y": 1.16, "xanchor": "left",
                       "showactive": True, "active": 0}] + menus,
         title={"text": title, "y": 0.98}, height=700, margin={"t": 150, "l": 10, "r": 10}, showlegend=False,
+        meta={"view": f"block {layers[0]}"},
     )
     return fig
 

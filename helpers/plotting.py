@@ -456,6 +456,7 @@ def slider_bars(
         sliders=[{"active": active, "currentvalue": {"prefix": slider_prefix}, "steps": steps, "pad": {"t": 60}}],
         margin={"b": 140},
         height=480,
+        meta={"view": str(step_labels[active])},
     )
     return fig
 
