@@ -31,6 +31,7 @@ __all__ = [
     "per_token_loss", "copy_losses", "second_copy_loss",
     "repeated_random_tokens", "repeated_token_batch", "attention_patterns",
     "previous_token_scores", "prefix_matching_scores", "duplicate_token_scores",
+    "reinitialize_",
 ]
 
 
@@ -320,3 +321,26 @@ def duplicate_token_scores(patterns, length: int) -> torch.Tensor:
     """[n_layers, n_heads]: on BOS + R + R, the mean attention from each token of the
     second copy to that same token's earlier occurrence (position q − length)."""
     return _second_copy_attention(patterns, length, 0)
+
+
+# ------------------------------------------------------------------------- the random-init null
+@torch.no_grad()
+def reinitialize_(model, seed: int = 0, std: float = 0.02):
+    """Give ``model`` random weights in place, keeping its shape, tokenizer and hooks: every
+    matrix N(0, std²) (GPT-2's initialisation scale), every LayerNorm scale 1, every other
+    vector 0. Returns the model. Load a second copy first (``helpers.load_model``) if the
+    trained one is still needed: this is the random-init null of the claims API."""
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std!r}.")
+    params = list(model.named_parameters())
+    if not params:
+        raise ValueError("model has no parameters to re-initialise.")
+    g = torch.Generator().manual_seed(seed)
+    for name, p in params:
+        if p.ndim >= 2:
+            p.copy_((torch.randn(p.shape, generator=g) * std).to(p.device, p.dtype))
+        elif ("ln" in name or "norm" in name) and name.endswith(("weight", ".w")):
+            p.fill_(1.0)
+        else:
+            p.zero_()
+    return model

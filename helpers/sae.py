@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .core import require_int
+from .core import reinitialize_, require_int  # reinitialize_: kept importable from here
 
 __all__ = [
     "SparseAutoencoder",
@@ -249,27 +249,6 @@ def collect_activations(model, tokens: torch.Tensor, hook_name: str, batch_size:
 
 
 @torch.no_grad()
-def reinitialize_(model, seed: int = 0, std: float = 0.02):
-    """Give ``model`` random weights in place, keeping its shape, tokenizer and hooks: every
-    matrix N(0, std²) (GPT-2's initialisation scale), every LayerNorm scale 1, every other
-    vector 0. Returns the model. Load a second copy first (``helpers.load_model``) if the
-    trained one is still needed: this is the random-init null of the claims API."""
-    if not std > 0:
-        raise ValueError(f"std must be positive, got {std!r}.")
-    params = list(model.named_parameters())
-    if not params:
-        raise ValueError("model has no parameters to re-initialise.")
-    g = torch.Generator().manual_seed(seed)
-    for name, p in params:
-        if p.ndim >= 2:
-            p.copy_((torch.randn(p.shape, generator=g) * std).to(p.device, p.dtype))
-        elif ("ln" in name or "norm" in name) and name.endswith(("weight", ".w")):
-            p.fill_(1.0)
-        else:
-            p.zero_()
-    return model
-
-
 def _check_hook(model, hook_name):
     names = getattr(model, "hook_dict", None)
     if names is not None and hook_name not in names:
