@@ -26,17 +26,48 @@ def test_notebook_is_clean(path):
     assert nbtools.problems(path) == []
 
 
+UNNUMBERED = {"Exercises", "Summary", "References", "On GPT-2 small"}
+
+
+def anatomy_problems(cells) -> list[str]:
+    """What a chapter's opener and section headings lack, against the book's one anatomy."""
+    out = []
+    title = "".join(cells[0]["source"]) if cells else ""
+    if not cells or cells[0]["cell_type"] != "markdown" or not re.match(r"# \d+ · ", title):
+        out.append("first cell must start '# N · Title'")
+    for needle in ("**Thesis.**", "**You will be able to:**\n\n- ", "**Prerequisites.**"):
+        if needle not in title:
+            out.append(f"opener lacks {needle.strip()!r}")
+    for cell in cells:
+        if cell["cell_type"] != "markdown":
+            continue
+        for line in "".join(cell["source"]).split("\n"):
+            if line.startswith("## ") and line[3:].strip() not in UNNUMBERED and not re.match(r"## \d+\. \S", line):
+                out.append(f"section heading {line!r} is not numbered '## N. Title'")
+    return out
+
+
+def test_anatomy_check_can_fail():
+    good = [{"cell_type": "markdown", "source": ["# 1 · T\n\n**Thesis.** x\n\n**You will be able to:**\n\n- a\n\n"
+                                                 "**Prerequisites.** none\n\n## 1. First\n\n## Summary"]}]
+    assert anatomy_problems(good) == []
+    bad = [{"cell_type": "markdown", "source": ["# 1 · T\n\n**You will be able to**\n- a\n\n**Prerequisites:** none\n\n## 1 · First"]}]
+    problems = " | ".join(anatomy_problems(bad))
+    for expected in ("Thesis", "You will be able to:", "Prerequisites.", "not numbered"):
+        assert expected in problems, problems
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_notebook_anatomy(path):
     cells = _nb(path)["cells"]
-    title = "".join(cells[0]["source"])
-    assert cells[0]["cell_type"] == "markdown" and re.match(r"# \d+ · ", title), "first cell: '# N · Title'"
-    assert "You will be able to" in title and "Prerequisites" in title
+    assert anatomy_problems(cells) == []
     assert nbtools.setup_cell_problem({"cells": cells}) is None
     sources = ["".join(c["source"]) for c in cells]
-    assert sum("exercise-start" in s for s in sources) >= 3, "at least three exercises"
-    assert sum("solution-start" in s for s in sources) >= 3, "every exercise has a folded solution"
-    assert any("assert " in s for s in sources if s), "a chapter checks its claims"
+    assert sum("exercise-start" in s for s in sources) >= 4, "at least four exercises"
+    assert sum("solution-start" in s for s in sources) >= 4, "every exercise has a folded solution"
+    assert any("helpers.claim(" in s for s in sources), "a chapter registers its findings with helpers.claim"
+    assert not any(re.search(r"^\s*assert (?!helpers|\w+\.check_|check_)", s, re.M) for s in sources
+                   if "solution-start" not in s), "findings go through helpers.claim / helpers.identity, not bare asserts"
     assert not any(".show()" in s for s in sources), "use helpers.show(fig), not fig.show()"
 
 
@@ -64,7 +95,8 @@ def test_authoring_tools_are_not_in_the_package():
 def test_every_chapter_is_in_the_toc_and_nothing_else():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    assert sorted(files) == sorted(f"chapters/{p.stem}" for p in CHAPTERS)
+    assert sorted(f for f in files if f.startswith("chapters/")) == sorted(f"chapters/{p.stem}" for p in CHAPTERS)
+    assert {"lab", "claims", "glossary", "references"} <= set(files), "the lab and the back matter are in the book"
 
 
 def test_one_repository_setting():
