@@ -200,14 +200,14 @@ def decomposition_explorer(sources, source_labels, token_labels, start=None):
     norms = np.linalg.norm(states, axis=-1)
     cols = [f"{i}:{t}" for i, t in enumerate(token_labels)]
     fig = make_subplots(rows=2, cols=1, row_heights=[0.42, 0.58], vertical_spacing=0.2,
-                        subplot_titles=("Length of each state (click a cell)", ""))
+                        subplot_titles=("Length of each state, log colour (click a cell)", ""))
     # one long state (often the first position's) would wash the rest out: colour by log10 of the length
     log_norms = np.log10(np.maximum(norms, 1e-6))
     lo, hi = float(np.floor(log_norms.min())), float(np.ceil(log_norms.max()))
     ticks = np.arange(lo, hi + 1)
     fig.add_trace(go.Heatmap(
         z=np.round(log_norms, 4), x=cols, y=rows, colorscale="Blues", customdata=np.round(norms, 3),
-        colorbar={"title": {"text": "‖h‖ (log)", "side": "right"}, "tickvals": ticks.tolist(),
+        colorbar={"title": {"text": "‖h‖", "side": "top"}, "tickvals": ticks.tolist(),
                   "ticktext": [f"{10 ** t:g}" for t in ticks], "len": 0.34, "y": 1.0, "yanchor": "top",
                   "thickness": 12},
         hovertemplate="%{y}, %{x}<br>norm %{customdata:.2f}<extra></extra>"), row=1, col=1)
