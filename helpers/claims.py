@@ -146,23 +146,8 @@ class Comparison:
         raise ClaimError(f"unknown comparison kind {self.kind!r}")
 
     def describe(self, null: float | None = None) -> str:
-        p = self.params
-        g = _fmt
-        if self.kind == "above":
-            return f"> {g(p['threshold'])}"
-        if self.kind == "below":
-            return f"< {g(p['threshold'])}"
-        if self.kind == "between":
-            return f"in [{g(p['lo'])}, {g(p['hi'])}]"
-        if self.kind == "within":
-            return f"within {g(p['tol'])} of {g(p['target'])}"
-        if self.kind == "exceeds":
-            return f"exceeds the null by ≥ {g(p['by'])}"
-        if self.kind == "falls_below":
-            return f"below the null by ≥ {g(p['by'])}"
-        if self.kind == "ratio_above":
-            return f"≥ {g(p['factor'])} × the null"
-        return self.kind
+        p = {k: _fmt(v) for k, v in self.params.items()}
+        return _DESCRIBE.get(self.kind, self.kind).format(**p)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "params": dict(self.params), "why": self.why}
@@ -170,6 +155,17 @@ class Comparison:
     @classmethod
     def from_dict(cls, d: dict) -> "Comparison":
         return _make(d["kind"], d.get("why", ""), **d["params"])
+
+
+_DESCRIBE = {
+    "above": "> {threshold}",
+    "below": "< {threshold}",
+    "between": "in [{lo}, {hi}]",
+    "within": "within {tol} of {target}",
+    "exceeds": "exceeds the null by ≥ {by}",
+    "falls_below": "below the null by ≥ {by}",
+    "ratio_above": "≥ {factor} × the null",
+}
 
 
 def _make(kind: str, why: str, **params) -> Comparison:
@@ -286,11 +282,7 @@ def claim(
     null_passes = test.holds(null.value, null.value)
     strict = measured_on is None or model is None or model == measured_on
     record = {
-        "id": id,
-        "chapter": id.split(".")[0],
-        "kind": "finding",
-        "statement": statement.strip(),
-        "value": v,
+        **_head(id, "finding", statement, v),
         "test": test.to_dict(),
         "comparison": test.describe(),
         "tolerance_why": test.why,
@@ -351,11 +343,7 @@ def identity(
         raise ValueError(f"identity {id}: atol and rtol must be ≥ 0.")
     ok = err <= atol + rtol * scale
     record = {
-        "id": id,
-        "chapter": id.split(".")[0],
-        "kind": "identity",
-        "statement": statement.strip(),
-        "value": err,
+        **_head(id, "identity", statement, err),
         "test": {"kind": "max_abs_diff", "params": {"atol": atol, "rtol": rtol}, "why": why.strip()},
         "comparison": f"max |actual − expected| ≤ {_fmt(atol)}" + (f" + {_fmt(rtol)}·scale" if rtol else ""),
         "tolerance_why": why.strip(),
@@ -435,6 +423,11 @@ def _as_records(records, who: str) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- internals
+
+
+def _head(id: str, kind: str, statement: str, value: float) -> dict:
+    """The fields every record starts with."""
+    return {"id": id, "chapter": id.split(".")[0], "kind": kind, "statement": statement.strip(), "value": value}
 
 
 def _check_id(id: str) -> None:
