@@ -377,24 +377,12 @@ def random_init_model(name: str, seed: int = 0, std: float = 0.02):
     LayerNorm scale is 1 and every other vector 0; then compatibility-mode folding
     is not needed: with LayerNorm scales 1 and biases 0 it would only centre W_U,
     which leaves every probability unchanged. Loaded raw, so W_U stays tied to
-    W_E as in the trained checkpoint. (Chapter 6 has the same null in
-    ``helpers.sae.reinitialize_``; it belongs in helpers.core.)
+    W_E as in the trained checkpoint (tied parameters are drawn once).
     """
+    from .core import reinitialize_
     from .models import load_model
 
-    if not std > 0:
-        raise ValueError(f"std must be positive, got {std!r}.")
-    model = load_model(name, compatibility=False)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for pname, param in model.named_parameters():
-            if param.ndim >= 2:
-                param.copy_((torch.randn(param.shape, generator=g) * std).to(param.device, param.dtype))
-            elif ("ln" in pname or "norm" in pname) and pname.endswith(("weight", ".w")):
-                param.fill_(1.0)
-            else:
-                param.zero_()
-    return model
+    return reinitialize_(load_model(name, compatibility=False), seed=seed, std=std)
 
 
 def top1_agreement(model, cache, sublayers: bool = False, skip_first: bool = True):
