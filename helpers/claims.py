@@ -72,6 +72,13 @@ _ID = re.compile(r"^[a-z][a-z0-9]*\.[a-z0-9][a-z0-9-]*$")
 _CONTEXT: dict[str, Any] = {"chapter": None, "model": None}
 
 
+class Record(dict):
+    """A claim's record. A cell that ends with a claim shows its summary line, not this dict again."""
+
+    def _ipython_display_(self):
+        pass
+
+
 class ClaimError(AssertionError):
     """A finding failed, or a claim is malformed (the message says which)."""
 
@@ -312,7 +319,7 @@ def claim(
                 f"claim {id} failed on {model or measured_on or 'this model'}: measured {_fmt(v)}, "
                 f"needed {test.describe()} (null: {null.what} = {_fmt(null.value)}). Statement: {statement}"
             )
-    return record
+    return Record(record)
 
 
 def identity(
@@ -360,7 +367,7 @@ def identity(
     _show(record, ".2g")
     if not ok:
         raise ClaimError(f"identity {id} failed: max difference {err:.3g} > tolerance ({record['comparison']}). {statement}")
-    return record
+    return Record(record)
 
 
 def falsifiability_problems(records) -> list[str]:

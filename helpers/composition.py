@@ -663,8 +663,8 @@ def solution_layer0_prediction() -> tuple:
     return (0, int(np.argmax(second)))
 
 
-_REDUNDANT = ("a previous-token head. The three previous-token heads of layer 0 back each other up, so "
-              "removing one costs little; the head nothing backs up is the one that attends to its own token")
+_REDUNDANT = ("a previous-token head. The other two previous-token heads of layer 0 make up part of its loss, "
+              "so removing it costs less than removing the head nothing backs up: the one that attends to its own token")
 LAYER0_PREDICTION = Exercise("ch5.layer0-prediction", "predicted_head", solution_layer0_prediction, mistakes=[
         Mistake(value=(0, 3), why="L0H3 has the highest K-composition with the induction head, but it is " + _REDUNDANT),
         Mistake(value=(0, 1), why="L0H1 is " + _REDUNDANT),

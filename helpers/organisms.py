@@ -356,9 +356,10 @@ def solution_icl_on_repeats() -> float:
 
 ICL_ON_REPEATS = Exercise(
     "ch0.predict-icl-repeats", "predicted_icl_on_repeats", solution_icl_on_repeats, mistakes=[
-        Mistake(value=-2.75, why="that is the logged score, an average over a mixture in which one window in "
-                "four is text. On repeated random tokens alone the early positions sit in the first copy "
-                "(chance, ~7.6 nats) and the late ones in the second copy (~0 with an induction head)."),
+        Mistake(value=-2.75, why="that is the logged score, measured on the training mixture, whose random rows "
+                "repeat spans of 8-64 tokens, so a late position there is in a second copy only part of the time. "
+                "In these windows the early positions sit in the first copy (chance, ~7.6 nats) and the late ones "
+                "in the second copy (~0 with an induction head)."),
         Mistake(value=0.0, why="random tokens cannot be predicted the first time, but the late positions "
                 "fall in the second copy, which an induction head predicts almost perfectly."),
         Mistake(value=7.6, why="the sign: the score is late minus early, negative when the context helps."),
@@ -381,9 +382,9 @@ def solution_attn_capital_recall() -> float:
 
 ATTN_RECALL = Exercise(
     "ch0.predict-attn-recall", "predicted_attn_recall", solution_attn_capital_recall, mistakes=[
-        Mistake(value=0.0, why="a model without MLPs still has memory: the embedding and unembedding (the "
-                "direct path) and each head's OV circuit can map a subject token to its answer, a lookup "
-                "table stored in weights."),
+        Mistake(value=0.0, why="a model without MLPs still has memory: a head at the last position can attend to "
+                "the subject token and its OV circuit write the answer (a skip-trigram, Elhage et al.), a lookup "
+                "table stored in weights. The direct path alone sees only the last token, so it cannot."),
         Mistake(value=0.5, why="there is no two-way choice here: the model ranks all 2,048 tokens, and a "
                 "guess would be right about once in two thousand."),
     ],

@@ -494,3 +494,13 @@ def test_config_names_a_citation_style_the_extension_registers():
     style = find_plugin("sphinxcontrib.bibtex.style.referencing", name)()
     assert (style.bracket_parenthetical.left, style.bracket_parenthetical.right) == ("(", ")")
     assert "bibtex.duplicate_citation" in config["sphinx"]["config"]["suppress_warnings"]
+
+
+def test_a_cell_ending_in_a_claim_shows_no_dict_repr():
+    """The record a claim returns is still a dict, but IPython displays nothing for it (the summary was shown)."""
+    from helpers import claims as C
+
+    rec = C.identity("test.no-repr", "One equals one, exactly, in this test.", [1.0], [1.0], atol=0, why="exact integers")
+    assert isinstance(rec, dict) and rec["kind"] == "identity"
+    assert hasattr(rec, "_ipython_display_") and rec._ipython_display_() is None
+    assert not hasattr(dict(rec), "_ipython_display_")  # a plain dict would be shown as its repr
