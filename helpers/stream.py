@@ -323,19 +323,20 @@ _DEFAULT_RUN = None
 
 
 def solution_rotary_terms() -> int:
-    """Reference: vectors summed into the final stream of a 32-layer, 32-head model with rotary positions."""
-    return 1 + 32 * (32 + 1)
+    """Reference: vectors summed into the final stream of a 32-layer, 32-head mixture-of-experts model with
+    rotary positions, two of eight experts running per token (each expert's output counted as its own term)."""
+    return 1 + 32 * (32 + 2)
 
 
 ROTARY_TERMS = Exercise("ch1.rotary-terms", "terms_rotary", solution_rotary_terms, mistakes=[
-        Mistake(value=1058, why="a rotary model adds no positional vector to the stream: it rotates queries and keys "
-                "inside attention, so h_0 is the token embedding alone."),
-        Mistake(value=1057 + 32, why="these models have no attention biases, and even where there are some this "
-                "count folds them into their layer."),
-        Mistake(value=32 * 32, why="you counted only the heads; each block's MLP writes too, and so does the embedding."),
-        Mistake(value=1 + 32 * 32, why="you forgot the MLPs: each block adds one MLP write after its heads."),
+        Mistake(value=2 + 32 * 34, why="a rotary model adds no positional vector to the stream: it rotates queries and "
+                "keys inside attention, so h_0 is the token embedding alone."),
+        Mistake(value=1 + 32 * 33, why="you counted each block's mixture as one MLP write; with each expert's output "
+                "counted as its own term (as each head's is), the two experts that run add two vectors."),
+        Mistake(value=1 + 32 * 40, why="only the two routed experts run for a token; the other six write nothing."),
+        Mistake(value=32 * 32, why="you counted only the heads; the experts write too, and so does the embedding."),
     ],
-    hint="h_0 is one vector here; each block adds H head writes and one MLP write.",
+    hint="h_0 is one vector here; each block adds H head writes and one write per expert that runs.",
 )
 
 

@@ -128,7 +128,9 @@ def test_least_needed_block_checker_rejects_the_most_needed(run):
 
 
 def test_rotary_terms_value_exercise():
-    assert stream.check_rotary_terms(1057)
+    assert stream.check_rotary_terms(1089)
     with pytest.raises(CheckFailed, match="rotary model adds no positional vector"):
-        stream.check_rotary_terms(1058)
+        stream.check_rotary_terms(1090)
+    with pytest.raises(CheckFailed, match="mixture as one MLP write"):
+        stream.check_rotary_terms(1057)
     assert stream.check_rotary_terms(...) is False
