@@ -322,6 +322,17 @@ class Exercise:
                            others=cases[:i] + cases[i + 1:])
         return passed(self.name)
 
+    def check_prediction(self, prediction: Any, *measured) -> bool:
+        """Check a predicted value against ``solution(*measured)``, the chapter's own measurement.
+
+        ``...`` (Ellipsis) means not attempted yet. The listed mistakes are matched on
+        the same measurement, so a typical wrong prediction is named.
+        """
+        if prediction is Ellipsis:
+            _remind(self.name, value=True)
+            return False
+        return self.check(lambda *args: prediction, [(tuple(measured), {})])
+
     def check_value(self, answer: Any) -> bool:
         """Check a value answer against ``solution()``; ``...`` (Ellipsis) means not attempted yet."""
         if answer is Ellipsis:

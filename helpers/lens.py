@@ -26,7 +26,7 @@ from .core import (decompose_stream, require_cache_key, require_int, require_tok
                    zero_block_hooks)
 from .core import n_layers as _n_layers
 from .zoo.evals import corpus_windows
-from .exercises import Exercise, Mistake, _remind
+from .exercises import Exercise, Mistake
 
 __all__ = [
     "final_ln",
@@ -762,10 +762,7 @@ SILENCED_RANK = Exercise("ch2.predict-silenced-rank", "predicted_band", lambda r
 
 def check_silenced_rank_prediction(predicted_band, measured_rank) -> bool:
     """Exercise: compare a predicted rank band (one of RANK_BANDS) with the rank measured in the chapter."""
-    if predicted_band is Ellipsis:
-        _remind("predicted_band")
-        return False
-    return SILENCED_RANK.check(lambda rank: predicted_band, [((int(measured_rank),), {})])
+    return SILENCED_RANK.check_prediction(predicted_band, int(measured_rank))
 
 
 def first_top1_depth(ranks) -> int | None:
@@ -816,10 +813,7 @@ LENS_DEPTH = Exercise("ch2.predict-lens-depth", "predicted_depth", first_top1_de
 
 def check_lens_depth_prediction(predicted_depth, ranks) -> bool:
     """Exercise: compare a predicted first top-1 depth with the logit lens's ranks measured in the chapter."""
-    if predicted_depth is Ellipsis:
-        _remind("predicted_depth")
-        return False
-    return LENS_DEPTH.check(lambda r: predicted_depth, [((list(map(int, ranks)),), {})])
+    return LENS_DEPTH.check_prediction(predicted_depth, list(map(int, ranks)))
 
 
 def solution_logit_lens_at(model, cache, layer: int):

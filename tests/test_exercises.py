@@ -187,3 +187,17 @@ def test_every_registered_function_exercise_rejects_a_constant(capsys):
         first = ex.solution(*args, **kwargs)
         with pytest.raises(CheckFailed):
             ex.check(lambda *a, _first=first, **k: _first)
+
+
+def test_check_prediction_compares_with_the_chapters_own_measurement(capsys):
+    """A prediction is checked against the solution on the measurement the chapter passes in."""
+    ex = Exercise(id="test.predict-sign", name="predicted_sign", solution=lambda gap: "more" if gap > 0 else "less",
+                  cases=[((1.0,), {}), ((-1.0,), {})],
+                  mistakes=[Mistake(lambda gap: "same", "costs add only if the blocks do not read each other")])
+    assert ex.check_prediction(..., 0.5) is False
+    assert "predicted_sign: not attempted yet. Replace the `...`" in capsys.readouterr().out
+    assert ex.check_prediction("more", 0.5) is True
+    with pytest.raises(CheckFailed, match="expected 'less'"):
+        ex.check_prediction("more", -0.5)
+    with pytest.raises(CheckFailed, match="costs add only if"):
+        ex.check_prediction("same", -0.5)
