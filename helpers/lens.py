@@ -541,8 +541,9 @@ def paths_terms_figure(heads: Sequence[int], max_layers: int = 24):
                for h in heads]
     fig.update_layout(
         title=title(heads[0]), xaxis_title="number of layers L", yaxis_title="count (log scale)", yaxis_type="log",
-        height=460, updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom"}],
-        legend={"x": 0.02, "y": 0.98, "bgcolor": "rgba(0,0,0,0)"}, margin={"t": 110},
+        height=460, updatemenus=[{"buttons": buttons, "x": 0, "y": 1.02, "xanchor": "left", "yanchor": "bottom",
+                                  "active": 0}],
+        legend={"x": 0.02, "y": 0.98, "bgcolor": "rgba(0,0,0,0)"}, margin={"t": 110}, meta={"view": f"H = {heads[0]}"},
     )
     return fig
 
@@ -629,8 +630,9 @@ def dla_figure(labels: Sequence[str], values, title: str, n_heads: int):
         title={"text": title, "y": 0.97, "yanchor": "top"}, xaxis_title="part of the final stream",
         yaxis_title="contribution to the logit difference", height=520, margin={"b": 120, "t": 120},
         updatemenus=[{"type": "buttons", "direction": "right", "x": 0, "y": 1.03, "xanchor": "left", "yanchor": "bottom",
-                      "buttons": [{"label": "model order", "method": "restyle", "args": as_model},
-                                  {"label": "largest first", "method": "restyle", "args": as_sorted}]}],
+                      "active": 0, "buttons": [{"label": "model order", "method": "restyle", "args": as_model},
+                                               {"label": "largest first", "method": "restyle", "args": as_sorted}]}],
+        meta={"view": "model order"},
     )
     fig.update_xaxes(tickangle=-60)
     return fig

@@ -453,8 +453,8 @@ def slider_bars(
         xaxis_title=xaxis_title,
         yaxis_title=yaxis_title,
         yaxis_range=[0, ymax * 1.08],
-        sliders=[{"active": active, "currentvalue": {"prefix": slider_prefix}, "steps": steps, "pad": {"t": 60}}],
-        margin={"b": 140},
+        sliders=[{"active": active, "currentvalue": {"prefix": slider_prefix}, "steps": steps, "pad": {"t": 100}}],
+        margin={"b": 190},  # rotated tick labels and the axis title sit above the slider, also on a phone
         height=480,
         meta={"view": str(step_labels[active])},
     )
