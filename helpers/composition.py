@@ -458,15 +458,14 @@ def _q_composition_score(W_V1, W_O1, W_Q2, W_K2) -> float:
     return float(torch.linalg.norm(ov @ qk) / (torch.linalg.norm(ov) * torch.linalg.norm(qk)))
 
 
-K_COMPOSITION_SCORE = Exercise("ch5.k-composition-score", "k_composition_score", solution_k_composition_score,
-                  _k_composition_cases, mistakes=[
+K_COMPOSITION_SCORE = Exercise(
+    "ch5.k-composition-score", "k_composition_score", solution_k_composition_score, _k_composition_cases,
+    mistakes=[
         Mistake(_q_composition_score, "you computed the Q-composition score ‖W_OV W_QK‖. Head 2's *keys* read the "
                 "stream, so transpose the QK circuit: ‖W_OV W_QKᵀ‖ / (‖W_OV‖ ‖W_QK‖)."),
         Mistake(lambda a, b, c, d: float(torch.linalg.norm((a @ b) @ (c @ d.T).T)),
                 "the score is normalised: divide ‖W_OV W_QKᵀ‖ by ‖W_OV‖ ‖W_QK‖, so it does not grow with the weights' size."),
     ],
-    hint="build W_OV = W_V1 @ W_O1 and W_QK = W_Q2 @ W_K2.T, then divide the Frobenius norm "
-         "of W_OV @ W_QK.T by the product of the two norms (torch.linalg.norm).",
 )
 
 
@@ -501,14 +500,14 @@ def _prefix_matching_cases(model=None):
 _PREFIX_WHY = ("An induction head attends from a token at position q in the second copy to q − length + 1: "
                "the token *after* that token's first occurrence.")
 
-PREFIX_MATCHING_SCORE = Exercise("ch5.prefix-matching-score", "prefix_matching_score", solution_prefix_matching_score,
-                  _prefix_matching_cases, mistakes=[
+PREFIX_MATCHING_SCORE = Exercise(
+    "ch5.prefix-matching-score", "prefix_matching_score", solution_prefix_matching_score, _prefix_matching_cases,
+    mistakes=[
         Mistake(lambda p, n: _pattern_score(p, n, 0), "you measured attention to the earlier occurrence itself "
                 "(a duplicate-token score). " + _PREFIX_WHY),
         Mistake(lambda p, n: float(p[:, torch.arange(n + 1, 2 * n + 1), torch.arange(n, 2 * n)].mean()),
                 "you measured attention to the previous position (a previous-token score). " + _PREFIX_WHY),
     ],
-    hint="the queries are positions length+1 … 2·length; each attends to q − length + 1.",
 )
 
 
@@ -550,16 +549,16 @@ def _ablation_cases(model=None, length: int = 20):
             ((model, repeated_random_tokens(model, n_seqs=4, length=short, seed=4), short), {})]
 
 
-HEAD_ABLATION_EFFECTS = Exercise("ch5.head-ablation-effects", "head_ablation_effects", solution_head_ablation_effects,
-                  _ablation_cases, mistakes=[
+HEAD_ABLATION_EFFECTS = Exercise(
+    "ch5.head-ablation-effects", "head_ablation_effects", solution_head_ablation_effects, _ablation_cases,
+    mistakes=[
         Mistake(lambda m, t, n: -solution_head_ablation_effects(m, t, n), "the signs are flipped. Report ablated "
                 "loss minus clean loss, so a head the circuit needs gets a positive number."),
         Mistake(_whole_sequence_effects, "you averaged the loss over the whole sequence; the first copy is random "
                 "and no head can help there. Average over the second copy only: per_token_loss(logits, tokens)[:, length + 1:]."),
     ],
-    atol=2e-3, rtol=1e-2,
-    hint="zero one head at a time through its `blocks.{l}.attn.hook_z` hook (z[:, :, head] = 0), and average the "
-         "per-token loss over the second copy only: per_token_loss(logits, tokens)[:, length + 1:].",
+    atol=2e-3,
+    rtol=1e-2,
 )
 
 
@@ -663,20 +662,8 @@ def solution_layer0_prediction() -> tuple:
     return (0, int(np.argmax(second)))
 
 
-_REDUNDANT = ("a previous-token head. The other two previous-token heads of layer 0 make up part of its loss, "
-              "so removing it costs less than removing the head nothing backs up: the one that attends to its own token")
-LAYER0_PREDICTION = Exercise("ch5.layer0-prediction", "predicted_head", solution_layer0_prediction, mistakes=[
-        Mistake(value=(0, 3), why="L0H3 has the highest K-composition with the induction head, but it is " + _REDUNDANT),
-        Mistake(value=(0, 1), why="L0H1 is " + _REDUNDANT),
-        Mistake(value=(0, 2), why="L0H2 is " + _REDUNDANT),
-    ],
-    hint="predict as a (layer, head) tuple, e.g. (0, 2).",
-)
-
-
-def check_layer0_prediction(answer) -> bool:
-    """Checker for the exercise 'predict which layer-0 head induction needs most'."""
-    return LAYER0_PREDICTION.check_value(answer)
+LAYER0_PREDICTION = Exercise("ch5.layer0-prediction", "predicted_head", solution_layer0_prediction)
+check_layer0_prediction = LAYER0_PREDICTION.check_value
 
 
 def solution_reading_path() -> str:
@@ -686,17 +673,7 @@ def solution_reading_path() -> str:
     return max(PATHS, key=lambda s: paths[s][1])
 
 
-READING_PATH = Exercise("ch5.reading-path", "predicted_path", solution_reading_path, mistakes=[
-        Mistake(value="K", why="K-composition is how the induction head reads the *previous* token at a key "
-                "position. A head that attends to its own token writes the *current* token, and the induction "
-                "head needs the current token on its query side: 'find a key whose previous token is mine'."),
-        Mistake(value="V", why="the values do carry the current token to be copied, and removing it there costs "
-                "some nats, but without the query's half of the match the head cannot find the right key at all."),
-        Mistake(value="direct", why="a layer-0 head's direct write to the logits is a bigram-like guess; induction "
-                "on random tokens needs the layer-1 head to read it."),
-    ],
-    hint="one of 'Q', 'K', 'V' or 'direct'.",
-)
+READING_PATH = Exercise("ch5.reading-path", "predicted_path", solution_reading_path)
 
 
 def check_reading_path(answer) -> bool:

@@ -11,17 +11,22 @@ book, executed by the tests) end with ``assert check_...(solution)``.
 Every checker is an :class:`Exercise`: the reference (a public
 ``solution_<name>`` in the topic module), the cases it is tried on, and the
 known wrong answers as :class:`Mistake` data, each with the misconception it
-shows. Exercises register themselves in :data:`REGISTRY`, so one test checks
+shows. The prose lives in one data file, ``helpers/exercises.toml``: each
+exercise's hint, and the wrong *values* (predictions, choices) with their
+misconceptions; wrong *functions* are code, beside the exercise they belong to. Exercises register themselves in :data:`REGISTRY`, so one test checks
 that every reference passes and every listed mistake is caught by name.
 """
 from __future__ import annotations
 
+import functools
 import math
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["CheckFailed", "Exercise", "Mistake", "NOT_ATTEMPTED", "REGISTRY", "attempt", "check_function",
-           "compare", "passed"]
+__all__ = ["CheckFailed", "Exercise", "Mistake", "NOT_ATTEMPTED", "PROSE_FILE", "REGISTRY", "attempt",
+           "check_function", "compare", "passed"]
 
 
 class CheckFailed(AssertionError):
@@ -199,6 +204,28 @@ class Mistake:
         return self.fn(*map(_fresh, args), **{k: _fresh(v) for k, v in kwargs.items()})
 
 
+#: The checkers' prose: each exercise's hint and the wrong *values* a reader may give, with the
+#: misconception behind each, keyed by exercise id. Wrong *functions* stay in code beside their exercise.
+PROSE_FILE = Path(__file__).with_name("exercises.toml")
+
+
+@functools.cache
+def _prose() -> dict:
+    with PROSE_FILE.open("rb") as f:
+        prose = tomllib.load(f)
+    for ex_id, entry in prose.items():
+        unknown = set(entry) - {"hint", "mistake"}
+        if unknown or not all({"value", "why"} <= set(m) for m in entry.get("mistake", ())):
+            raise ValueError(f"{PROSE_FILE.name} [{ex_id}]: only `hint` and [[mistake]] tables with `value` and "
+                             f"`why` are allowed (found {sorted(unknown) or 'a mistake without value or why'}).")
+    return prose
+
+
+def _from_toml(value):
+    """TOML has arrays, not tuples: a wrong (layer, head) answer is compared as the tuple a reader writes."""
+    return tuple(_from_toml(v) for v in value) if isinstance(value, list) else value
+
+
 #: Every :class:`Exercise` created so far, by id.
 REGISTRY: dict[str, "Exercise"] = {}
 
@@ -224,6 +251,7 @@ class Exercise:
     atol: float = 1e-5
     rtol: float = 1e-4
     compare: Callable[[Any, Any, str], None] | None = None
+    choices: Sequence | None = None  # a value exercise whose answer is one of these (a bucket, a label)
 
     def __post_init__(self):
         if not isinstance(self.id, str) or "." not in self.id:
@@ -232,7 +260,12 @@ class Exercise:
             raise ValueError("Exercise name must be the reader's function name, a non-empty string.")
         if not callable(self.solution):
             raise TypeError(f"Exercise {self.id}: solution must be callable, got {type(self.solution).__name__}.")
-        self.mistakes = tuple(self.mistakes)
+        prose = _prose().get(self.id, {})
+        if self.hint and "hint" in prose:
+            raise ValueError(f"Exercise {self.id}: the hint is given both in code and in {PROSE_FILE.name}; keep one.")
+        self.hint = self.hint or prose.get("hint", "")
+        self.mistakes = tuple(self.mistakes) + tuple(
+            Mistake(value=_from_toml(m["value"]), why=m["why"]) for m in prose.get("mistake", ()))
         self._built, self._wants = None, {}
         for m in self.mistakes:
             if not isinstance(m, Mistake):
@@ -340,6 +373,8 @@ class Exercise:
             return False
         if callable(answer):
             raise CheckFailed(f"{self.name}: expected a value, got a function; call it, or use check(fn).")
+        if self.choices is not None and answer not in self.choices:
+            raise CheckFailed(f"{self.name}: choose one of {tuple(self.choices)}, got {answer!r}.")
         if self.cases is not None:
             raise TypeError(f"Exercise {self.id} checks a function; call .check(fn) instead of .check_value.")
         self._diagnose(answer, self._want(0, (), {}), (), {}, self.name)

@@ -763,7 +763,10 @@ def _gelu(x):
 
 
 MEMORIES = Exercise(
-    id="ch4.memories", name="mlp_out_from_memories", solution=solution_mlp_out_from_memories, cases=_memories_cases,
+    id="ch4.memories",
+    name="mlp_out_from_memories",
+    solution=solution_mlp_out_from_memories,
+    cases=_memories_cases,
     mistakes=[
         Mistake(lambda a, W_out, b: a @ W_out, "you left out b_out: the block adds its output bias once, "
                 "whatever the coefficients are."),
@@ -772,7 +775,6 @@ MEMORIES = Exercise(
         Mistake(lambda a, W_out, b: a @ W_out + a.sum(-1, keepdim=True) * b, "b_out is not a value vector: it is "
                 "added once, not once per unit of coefficient."),
     ],
-    hint="values are the ROWS of W_out (shape [d_mlp, d_model]); weight row i by coefficient i, sum over i, add b_out.",
 )
 
 
@@ -793,7 +795,10 @@ def _value_cases():
 
 
 VALUE_TOP_TOKENS = Exercise(
-    id="ch4.value-top-tokens", name="value_top_tokens", solution=solution_value_top_tokens, cases=_value_cases,
+    id="ch4.value-top-tokens",
+    name="value_top_tokens",
+    solution=solution_value_top_tokens,
+    cases=_value_cases,
     mistakes=[
         Mistake(lambda W_out, W_U, n, k: (-(W_out[n] @ W_U)).topk(k).indices, "those are the tokens the value "
                 "pushes DOWN most: take the largest entries of v_i W_U, not the smallest."),
@@ -802,8 +807,6 @@ VALUE_TOP_TOKENS = Exercise(
         Mistake(lambda W_out, W_U, n, k: (W_out[n] @ W_U).topk(k).values, "you returned the logit boosts; the "
                 "exercise asks for the token ids (topk's .indices)."),
     ],
-    hint="take row `neuron` of W_out (a value; a column of W_in would be a key), multiply by W_U, return the ids "
-         "of the k largest entries, largest first.",
 )
 
 
@@ -830,7 +833,10 @@ def _rank_one_cases():
 
 
 RANK_ONE = Exercise(
-    id="ch4.rank-one-update", name="rank_one_update", solution=solution_rank_one_update, cases=_rank_one_cases,
+    id="ch4.rank-one-update",
+    name="rank_one_update",
+    solution=solution_rank_one_update,
+    cases=_rank_one_cases,
     mistakes=[
         Mistake(lambda W_, k, t, C: W_ + torch.outer(k / (k @ k), t - k @ W_), "your edit hits the target but is "
                 "not the smallest one in the metric of C: use u = C⁻¹k / (kᵀC⁻¹k), not k / |k|²."),
@@ -840,7 +846,7 @@ RANK_ONE = Exercise(
                 "the change must carry the residual target − k·W, not the target itself, or the old value is "
                 "counted twice."),
     ],
-    hint="W_new = W + u (target − k·W)ᵀ with u = C⁻¹k / (kᵀC⁻¹k).", atol=1e-6,
+    atol=1e-6,
 )
 
 
@@ -863,7 +869,10 @@ def _overlap_cases():
 
 
 SUBSPACE_OVERLAP = Exercise(
-    id="ch4.subspace-overlap", name="subspace_overlap", solution=solution_subspace_overlap, cases=_overlap_cases,
+    id="ch4.subspace-overlap",
+    name="subspace_overlap",
+    solution=solution_subspace_overlap,
+    cases=_overlap_cases,
     mistakes=[
         Mistake(lambda A, B: float((A.T @ B).pow(2).sum() / max(A.shape[1], B.shape[1])), "divide by the SMALLER "
                 "rank: only then does a subspace that contains the other score 1."),
@@ -872,7 +881,6 @@ SUBSPACE_OVERLAP = Exercise(
         Mistake(lambda A, B: float((A.T @ B).pow(2).sum()), "without dividing by the smaller rank the score grows "
                 "with the ranks instead of lying in [0, 1]."),
     ],
-    hint="square every entry of AᵀB, add them up, divide by the SMALLER of the two ranks.",
 )
 
 
@@ -901,22 +909,15 @@ def _close_prediction(tol: float):
 
 
 PREDICT_RANDOM_OVERLAP = Exercise(
-    id="ch4.predict-random-overlap", name="predicted_overlap", solution=solution_random_overlap, cases=None,
-    mistakes=[
-        Mistake(value=16 / 128, why="r_A/d uses the smaller rank; but each of the smaller space's directions is "
-                "projected onto the LARGER space, which keeps r_B/d of a random direction's squared length."),
-        Mistake(value=16 * 64 / 128 ** 2, why="multiplying the two fractions r_A/d · r_B/d counts the chance that "
-                "both spaces catch the same fixed direction; the score averages over the smaller space's directions."),
-        Mistake(value=0.0, why="random subspaces are not orthogonal: a random unit vector keeps r_B/d of its squared "
-                "length in any r_B-dimensional subspace."),
-    ],
+    id="ch4.predict-random-overlap",
+    name="predicted_overlap",
+    solution=solution_random_overlap,
+    cases=None,
     compare=_close_prediction(0.03),
 )
 
 
-def check_random_overlap_prediction(answer) -> bool:
-    """Predict-then-measure: the overlap of random subspaces of ranks 16 and 64 in 128 dimensions."""
-    return PREDICT_RANDOM_OVERLAP.check_value(answer)
+check_random_overlap_prediction = PREDICT_RANDOM_OVERLAP.check_value
 
 
 def solution_most_damaging_neuron(model, tokens, answer, rival, layer):
@@ -962,8 +963,7 @@ def damaging_neuron_cases(model=None):
 
 
 MOST_DAMAGING_NEURON = Exercise(
-    id="ch4.most-damaging-neuron", name="most_damaging_neuron", solution=solution_most_damaging_neuron,
-    cases=damaging_neuron_cases,
+    "ch4.most-damaging-neuron", "most_damaging_neuron", solution_most_damaging_neuron, damaging_neuron_cases,
     mistakes=[
         Mistake(_most_activated, "the neuron that fires hardest is not the one the answer depends on: its value may "
                 "write elsewhere. Remove each neuron and measure what is lost."),
@@ -972,8 +972,6 @@ MOST_DAMAGING_NEURON = Exercise(
         Mistake(_most_helpful, "sign: that is the neuron whose removal RAISES the logit difference most; the "
                 "exercise asks for the largest drop."),
     ],
-    hint="for each neuron, zero blocks.{layer}.mlp.hook_post[..., neuron] at every position, read the logit "
-         "difference at the last position, and return the neuron with the largest drop from the clean value.",
 )
 
 
@@ -1014,26 +1012,8 @@ def solution_subject_lens_bucket() -> str:
     return rank_bucket(subject_lens_median_rank(model, fact_pairs(model), 0))
 
 
-PREDICT_SUBJECT_LENS = Exercise(
-    id="ch4.predict-subject-lens", name="predicted_bucket", solution=solution_subject_lens_bucket, cases=None,
-    mistakes=[
-        Mistake(value="top-1", why="in GPT-2 XL (Meng et al., 2022) the subject's last token is where MLPs recall the "
-                "fact; in this model patching found nothing there, and the lens at that position reads the next word "
-                "after the subject, not the answer."),
-        Mistake(value="top-10", why="the answer is not near the top at the subject: block 0's MLP at the subject "
-                "restores almost none of the answer, so there is little reason for the answer to be readable there."),
-        Mistake(value="top-100", why="closer, but for most facts more than a hundred tokens outrank the answer at "
-                "the subject: the fact is read out at the last token, after block 0's attention has moved the subject "
-                "there."),
-    ],
-)
-
-
-def check_subject_lens_prediction(answer) -> bool:
-    """Predict-then-measure: the answer's median rank bucket at the subject's last token after block 0."""
-    if answer is not Ellipsis and answer not in RANK_BUCKETS:
-        raise CheckFailed(f"predicted_bucket: choose one of {RANK_BUCKETS}, got {answer!r}.")
-    return PREDICT_SUBJECT_LENS.check_value(answer)
+PREDICT_SUBJECT_LENS = Exercise("ch4.predict-subject-lens", "predicted_bucket", solution_subject_lens_bucket, choices=RANK_BUCKETS)
+check_subject_lens_prediction = PREDICT_SUBJECT_LENS.check_value
 
 
 #: Answers for the value prediction: how many of a block's values put a token in their top 10.
@@ -1069,21 +1049,5 @@ def solution_paris_values_bucket() -> str:
     return promote_bucket(values_promoting(model, model.cfg.n_layers - 1, paris, 10))
 
 
-PREDICT_PARIS_VALUES = Exercise(
-    id="ch4.predict-paris-values", name="predicted_paris_values", solution=solution_paris_values_bucket, cases=None,
-    mistakes=[
-        Mistake(value="0", why="even values that ignored Paris would catch it by chance: 512 values × 10 slots over "
-                "2,048 tokens put it in about 2.5 top-10 lists at random."),
-        Mistake(value="1-5", why="that is about what chance gives (512 × 10 / 2,048 ≈ 2.5); a frequent answer such as "
-                "a capital is favoured by more values than a random token."),
-        Mistake(value="more than 20", why="values are broad votes, not Paris detectors: each promotes a group of tokens, "
-                "so one answer sits in the top 10 of only a handful of them."),
-    ],
-)
-
-
-def check_paris_values_prediction(answer) -> bool:
-    """Predict-then-measure: how many of the last block's values put " Paris" in their top 10."""
-    if answer is not Ellipsis and answer not in PROMOTE_BUCKETS:
-        raise CheckFailed(f"predicted_paris_values: choose one of {PROMOTE_BUCKETS}, got {answer!r}.")
-    return PREDICT_PARIS_VALUES.check_value(answer)
+PREDICT_PARIS_VALUES = Exercise("ch4.predict-paris-values", "predicted_paris_values", solution_paris_values_bucket, choices=PROMOTE_BUCKETS)
+check_paris_values_prediction = PREDICT_PARIS_VALUES.check_value

@@ -683,8 +683,9 @@ def _swap(d: dict, a: str, b: str) -> dict:
     return out
 
 
-PATHS_BY_CONVENTION = Exercise("ch2.paths-by-convention", "paths_by_convention", solution_paths_by_convention,
-    [((4, 4), {}), ((12, 12), {}), ((24, 16), {}), ((2, 3), {}), ((1, 1), {})], mistakes=[
+PATHS_BY_CONVENTION = Exercise(
+    "ch2.paths-by-convention", "paths_by_convention", solution_paths_by_convention, [((4, 4), {}), ((12, 12), {}), ((24, 16), {}), ((2, 3), {}), ((1, 1), {})],
+    mistakes=[
         Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "sequential": (H + 2) ** L},
                 "in a GPT-2 block the MLP reads the stream after that block's attention, so a path can go through "
                 "a head AND the MLP of the same block: (H + 1) attention choices times 2 MLP choices, (2(H + 1))^L."),
@@ -705,8 +706,6 @@ PATHS_BY_CONVENTION = Exercise("ch2.paths-by-convention", "paths_by_convention",
                 "a power of L, not L times the choices per block."),
     ],
     compare=_compare_conventions,
-    hint="choices per block: sequential (H + 1) x 2; one-per-block H + 2; attention-only H + 1; for parallel blocks "
-         "ask which write the MLP can read. Then raise to the L.",
 )
 
 
@@ -746,8 +745,9 @@ def _compare_band(got, want, what: str) -> None:
         raise CheckFailed(f"{what}: you predicted {got!r}; the measurement says {want!r}.")
 
 
-SILENCED_RANK = Exercise("ch2.predict-silenced-rank", "predicted_band", lambda rank: rank_band(rank),
-    _silenced_rank_case, mistakes=[
+SILENCED_RANK = Exercise(
+    "ch2.predict-silenced-rank", "predicted_band", lambda rank: rank_band(rank), _silenced_rank_case,
+    mistakes=[
         Mistake(lambda rank: "top-1", "the last blocks do not recall the fact from scratch: they read what the first "
                 "blocks wrote (the subject's representation, the fact moved to the last position). Remove those "
                 "writes and the later blocks have nothing to complete."),
@@ -758,7 +758,6 @@ SILENCED_RANK = Exercise("ch2.predict-silenced-rank", "predicted_band", lambda r
                 "the fact survives the loss of the early writes."),
     ],
     compare=_compare_band,
-    hint="predict before you measure: the cell after the stub computes the rank with both blocks silenced.",
 )
 
 
@@ -800,7 +799,9 @@ def _compare_depth(got, want, what: str) -> None:
         raise CheckFailed(f"{what}: you predicted depth {got!r}; the logit lens says {want!r}.")
 
 
-LENS_DEPTH = Exercise("ch2.predict-lens-depth", "predicted_depth", first_top1_depth, _lens_depth_case, mistakes=[
+LENS_DEPTH = Exercise(
+    "ch2.predict-lens-depth", "predicted_depth", first_top1_depth, _lens_depth_case,
+    mistakes=[
         Mistake(lambda ranks: 0, "h0 is the direct path: with tied embeddings it echoes the input token "
                 "(here ' of'), so the answer cannot be on top before any block has written."),
         Mistake(lambda ranks: len(ranks) - 1, "the lens reads every intermediate state with the final map; "
@@ -809,7 +810,6 @@ LENS_DEPTH = Exercise("ch2.predict-lens-depth", "predicted_depth", first_top1_de
                 "(the output itself) ranks it first."),
     ],
     compare=_compare_depth,
-    hint="count depths as the chapter does: 0 = h0, then after attention 1, after MLP 1, after attention 2, ...",
 )
 
 
@@ -829,15 +829,15 @@ def _logit_lens_cases(model=None, cache=None):
     return [((model, cache, layer), {}) for layer in range(_n_layers(model))]
 
 
-LOGIT_LENS_AT = Exercise("ch2.logit-lens-at", "logit_lens_at", solution_logit_lens_at, _logit_lens_cases, mistakes=[
+LOGIT_LENS_AT = Exercise(
+    "ch2.logit-lens-at", "logit_lens_at", solution_logit_lens_at, _logit_lens_cases,
+    mistakes=[
         Mistake(lambda m, c, l: c[f"blocks.{l}.hook_resid_post"][0] @ m.W_U + m.b_U,
                 "you unembedded the raw stream. The unembedding was trained on LN_f(h), so apply model.ln_final first."),
         Mistake(lambda m, c, l: unembed(m, c[f"blocks.{l}.hook_resid_pre"][0]),
                 "you read the stream entering block `layer` (hook_resid_pre); the lens after the block reads hook_resid_post."),
     ],
     atol=1e-4,
-    hint="read cache[f'blocks.{layer}.hook_resid_post'][0], apply model.ln_final, then multiply by model.W_U "
-         "and add model.b_U.",
 )
 
 
@@ -871,15 +871,15 @@ def _head_dla_cases(model=None, cache=None, answer=None, other=None):
     return [((model, cache, l, h, answer, other), {}) for l, h in picks]
 
 
-HEAD_DLA = Exercise("ch2.head-dla", "head_dla", solution_head_dla, _head_dla_cases, mistakes=[
+HEAD_DLA = Exercise(
+    "ch2.head-dla", "head_dla", solution_head_dla, _head_dla_cases,
+    mistakes=[
         Mistake(_unscaled_head_dla, "right direction, wrong size. Divide the head's write by the final LayerNorm's "
                 "scale, cache['ln_final.hook_scale'][0, -1], as the real forward pass does."),
         Mistake(lambda m, c, l, h, a, b: -solution_head_dla(m, c, l, h, a, b),
                 "the sign is flipped: the direction is W_U[:, answer] - W_U[:, other]."),
     ],
     atol=1e-4,
-    hint="write = z[head] @ W_O[layer, head]; centre it, divide by the final LN scale, "
-         "dot with W_U[:, answer] - W_U[:, other].",
 )
 
 
@@ -902,14 +902,15 @@ def _kl_cases():
     return [((p, q), {}), ((p, p), {}), ((p[:1], q[:1] + 3.0), {}), ((q, p * 0.5), {})]
 
 
-KL_DIVERGENCE = Exercise("ch2.kl-divergence", "kl_divergence", solution_kl_divergence, _kl_cases, mistakes=[
+KL_DIVERGENCE = Exercise(
+    "ch2.kl-divergence", "kl_divergence", solution_kl_divergence, _kl_cases,
+    mistakes=[
         Mistake(lambda p, q: solution_kl_divergence(q, p), "you computed KL(P_lens ‖ P_final). The tuned lens "
                 "measures KL(P_final ‖ P_lens) = Σ p_final · (log p_final − log p_lens)."),
         Mistake(lambda p, q: (p.float().softmax(-1) * (p.float() - q.float())).sum(-1),
                 "you used raw logits where log-probabilities belong: apply log_softmax to both first."),
     ],
     atol=1e-5,
-    hint="use log_softmax on both, then sum p_final * (log p_final - log p_lens) over the vocabulary.",
 )
 
 

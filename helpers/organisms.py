@@ -214,15 +214,15 @@ def _single_token_cases(model=None):
     return [((model, w), {}) for w in words]
 
 
-IS_SINGLE_TOKEN = Exercise("ch0.is-single-token", "is_single_token", solution_is_single_token,
-                  _single_token_cases, mistakes=[
+IS_SINGLE_TOKEN = Exercise(
+    "ch0.is-single-token", "is_single_token", solution_is_single_token, _single_token_cases,
+    mistakes=[
         Mistake(lambda m, w: len(m.to_tokens(" " + w)[0]) == 1, "you counted the BOS token that model.to_tokens "
                 "prepends, so no word is ever one token. Use model.tokenizer.encode(' ' + word, add_special_tokens=False)."),
         Mistake(lambda m, w: len(m.tokenizer.encode(w, add_special_tokens=False)) == 1, "you encoded the word "
                 "without its leading space; in running text a word follows a space, and ' Paris' and 'Paris' are "
                 "different tokens."),
     ],
-    hint="Use model.tokenizer.encode(' ' + word, add_special_tokens=False) and count the ids.",
 )
 
 
@@ -260,8 +260,9 @@ def _relation_cases(model=None):
         ((_bundled("rs-attn-2l"), "country_capital"), {})]
 
 
-RELATION_RECALL = Exercise("ch0.relation-recall", "relation_recall", solution_relation_recall,
-                  _relation_cases, mistakes=[
+RELATION_RECALL = Exercise(
+    "ch0.relation-recall", "relation_recall", solution_relation_recall, _relation_cases,
+    mistakes=[
         Mistake(_count_right, "that is the number of prompts answered right; recall is the fraction of the "
                 "relation's prompts answered right."),
         Mistake(lambda m, r: 1.0 - solution_relation_recall(m, r), "that is the error rate; recall counts the "
@@ -270,8 +271,6 @@ RELATION_RECALL = Exercise("ch0.relation-recall", "relation_recall", solution_re
                 "relations (the attention-only model misses some capitals). Run the model on the prompts."),
     ],
     atol=1e-6,
-    hint="Use world.train_fact_prompts(), keep the prompts of the relation, "
-         "and count a prompt right when ' ' + answer is the top prediction.",
 )
 
 
@@ -295,15 +294,15 @@ def _second_copy_cases(model=None):
     return [((model, repeated_random_tokens(model, n_seqs=4, length=n, seed=s)), {}) for n, s in ((20, 5), (10, 6))]
 
 
-SECOND_COPY_LOSS = Exercise("ch0.second-copy-loss", "second_copy_loss", solution_second_copy_loss,
-                  _second_copy_cases, mistakes=[
+SECOND_COPY_LOSS = Exercise(
+    "ch0.second-copy-loss", "second_copy_loss", solution_second_copy_loss, _second_copy_cases,
+    mistakes=[
         Mistake(lambda m, t: copy_losses(_nll(m, t))[0], "that is the loss on the FIRST copy. The second copy "
                 "starts at position length + 1."),
         Mistake(lambda m, t: float(_nll(m, t)[:, (t.shape[1] - 1) // 2:].mean()), "you included the first token "
                 "of the second copy, which no model can predict (nothing says the sequence is about to repeat). Skip it."),
     ],
     atol=1e-4,
-    hint="nll = per-token loss; the second copy's tokens 2..n are nll[:, n + 1:] for n = (tokens.shape[1] - 1) // 2.",
 )
 
 
@@ -325,25 +324,9 @@ def solution_no_induction_second_copy() -> float:
     return math.log(len(tok) - len(set(tok.all_special_ids)))
 
 
-NO_INDUCTION_SECOND_COPY = Exercise(
-    "ch0.predict-no-induction", "predicted_second_copy", solution_no_induction_second_copy, mistakes=[
-        Mistake(value=0.0, why="copying is not automatic: the first copy sits in the context, but only a head "
-                "that looks back to the earlier occurrence and moves the token after it forward (an induction "
-                "head) can use it; without one the repeat is as unpredictable as the first copy."),
-        Mistake(value=1.0, why="that is the trained models' quality bar; a model without an induction head "
-                "cannot get near it on random tokens."),
-        Mistake(value=3.81, why="having seen the tokens once does not halve the loss; without a mechanism "
-                "that reads the first copy, every repeated token is still one of ~2,047 equally likely ones."),
-    ],
-    atol=0.3, rtol=0.0,
-    hint="The tokens are drawn uniformly. What does a model that cannot use the first copy pay per token?",
-)
-
-
-def check_no_induction_prediction(predicted) -> bool:
-    """Predict-then-measure: the second-copy loss (nats) of a model with no induction head
-    (within 0.3 nats of chance, ln 2047 ≈ 7.62: the random-init model's value is 7.65)."""
-    return NO_INDUCTION_SECOND_COPY.check_value(predicted)
+NO_INDUCTION_SECOND_COPY = Exercise("ch0.predict-no-induction", "predicted_second_copy", solution_no_induction_second_copy,
+                                     atol=0.3, rtol=0.0)
+check_no_induction_prediction = NO_INDUCTION_SECOND_COPY.check_value
 
 
 def solution_icl_on_repeats() -> float:
@@ -354,25 +337,9 @@ def solution_icl_on_repeats() -> float:
     return icl_score(model, tokens)["score"]
 
 
-ICL_ON_REPEATS = Exercise(
-    "ch0.predict-icl-repeats", "predicted_icl_on_repeats", solution_icl_on_repeats, mistakes=[
-        Mistake(value=-2.75, why="that is the logged score, measured on the training mixture, whose random rows "
-                "repeat spans of 8-64 tokens, so a late position there is in a second copy only part of the time. "
-                "In these windows the early positions sit in the first copy (chance, ~7.6 nats) and the late ones "
-                "in the second copy (~0 with an induction head)."),
-        Mistake(value=0.0, why="random tokens cannot be predicted the first time, but the late positions "
-                "fall in the second copy, which an induction head predicts almost perfectly."),
-        Mistake(value=7.6, why="the sign: the score is late minus early, negative when the context helps."),
-    ],
-    atol=0.5, rtol=0.0,
-    hint="Positions 12-24 and 100-124 of a 128-token window: which copy is each range in, and what does "
-         "the model pay per token in each?",
-)
-
-
-def check_icl_on_repeats_prediction(predicted) -> bool:
-    """Predict-then-measure: rs-attn-2l's ICL score on repeated random tokens only (within 0.5 nats)."""
-    return ICL_ON_REPEATS.check_value(predicted)
+ICL_ON_REPEATS = Exercise("ch0.predict-icl-repeats", "predicted_icl_on_repeats", solution_icl_on_repeats,
+                           atol=0.5, rtol=0.0)
+check_icl_on_repeats_prediction = ICL_ON_REPEATS.check_value
 
 
 def solution_attn_capital_recall() -> float:
@@ -380,19 +347,6 @@ def solution_attn_capital_recall() -> float:
     return solution_relation_recall(_bundled("rs-attn-2l"), "country_capital")
 
 
-ATTN_RECALL = Exercise(
-    "ch0.predict-attn-recall", "predicted_attn_recall", solution_attn_capital_recall, mistakes=[
-        Mistake(value=0.0, why="a model without MLPs still has memory: a head at the last position can attend to "
-                "the subject token and its OV circuit write the answer (a skip-trigram, Elhage et al.), a lookup "
-                "table stored in weights. The direct path alone sees only the last token, so it cannot."),
-        Mistake(value=0.5, why="there is no two-way choice here: the model ranks all 2,048 tokens, and a "
-                "guess would be right about once in two thousand."),
-    ],
-    atol=0.15, rtol=0.0,
-    hint="Which parts of an attention-only transformer can map ' France' to ' Paris' without an MLP?",
-)
-
-
-def check_attn_recall_prediction(predicted) -> bool:
-    """Predict-then-measure: rs-attn-2l's recall of country capitals (within 0.15 of the measured value)."""
-    return ATTN_RECALL.check_value(predicted)
+ATTN_RECALL = Exercise("ch0.predict-attn-recall", "predicted_attn_recall", solution_attn_capital_recall,
+                        atol=0.15, rtol=0.0)
+check_attn_recall_prediction = ATTN_RECALL.check_value

@@ -648,18 +648,6 @@ def _exercise_l1():
         id="ch6.l1-prediction",
         name="l1_prediction",
         solution=solution_l1_prediction,
-        mistakes=[
-            Mistake(value=("higher", "fewer"), why="the L1 term is a cost on every active feature, not a reward: a "
-                    "larger coefficient makes the code sparser (lower L0), not denser."),
-            Mistake(value=("lower", "fewer"), why="fewer active features per input does not mean fewer dead ones: "
-                    "under a strong penalty some features are never worth switching on for any input, and "
-                    "resampling stops before the end of training, so they stay dead."),
-            Mistake(value=("lower", "same"), why="dead features are not fixed by resampling for good: resampling "
-                    "stops at three quarters of training, and a strong penalty kills features again after it."),
-            Mistake(value=("same", "same"), why="the unit-norm decoder stops the SAE from dodging the penalty by "
-                    "rescaling, so the coefficient does change the code: that is why the decoder is normalised."),
-        ],
-        hint="The SAE's loss is reconstruction + λ·Σ f_k. What is each active feature worth when λ grows?",
         compare=_compare_choice,
     )
 
@@ -667,6 +655,4 @@ def _exercise_l1():
 L1_PREDICTION = _exercise_l1()
 
 
-def check_l1_prediction(prediction) -> bool:
-    """Checker: the reader's prediction (L0, dead features) for a 10× larger L1 coefficient."""
-    return L1_PREDICTION.check_value(prediction)
+check_l1_prediction = L1_PREDICTION.check_value

@@ -285,8 +285,9 @@ def solution_count_terms(n_layers: int, n_heads: int) -> int:
     return count_additive_terms(n_layers, n_heads)
 
 
-COUNT_TERMS = Exercise("ch1.count-terms", "count_terms", solution_count_terms,
-    [((1, 1), {}), ((2, 4), {}), ((4, 3), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})], mistakes=[
+COUNT_TERMS = Exercise(
+    "ch1.count-terms", "count_terms", solution_count_terms, [((1, 1), {}), ((2, 4), {}), ((4, 3), {}), ((12, 12), {}), ((24, 16), {}), ((32, 32), {})],
+    mistakes=[
         Mistake(lambda L, H: 2 + L * H, "you counted the embeddings and the heads but not the MLPs. "
                 "Every block also adds one MLP write."),
         Mistake(lambda L, H: L * (H + 1), "the token and positional embeddings are terms of the sum too "
@@ -296,7 +297,6 @@ COUNT_TERMS = Exercise("ch1.count-terms", "count_terms", solution_count_terms,
         Mistake(lambda L, H: (H + 2) ** L, "that counts paths through the network, not the terms added into "
                 "the final stream (Chapter 2 counts paths)."),
     ],
-    hint="2 embeddings + n_layers × (n_heads + 1 MLP).",
 )
 
 
@@ -328,21 +328,8 @@ def solution_rotary_terms() -> int:
     return 1 + 32 * (32 + 2)
 
 
-ROTARY_TERMS = Exercise("ch1.rotary-terms", "terms_rotary", solution_rotary_terms, mistakes=[
-        Mistake(value=2 + 32 * 34, why="a rotary model adds no positional vector to the stream: it rotates queries and "
-                "keys inside attention, so h_0 is the token embedding alone."),
-        Mistake(value=1 + 32 * 33, why="you counted each block's mixture as one MLP write; with each expert's output "
-                "counted as its own term (as each head's is), the two experts that run add two vectors."),
-        Mistake(value=1 + 32 * 40, why="only the two routed experts run for a token; the other six write nothing."),
-        Mistake(value=32 * 32, why="you counted only the heads; the experts write too, and so does the embedding."),
-    ],
-    hint="h_0 is one vector here; each block adds H head writes and one write per expert that runs.",
-)
-
-
-def check_rotary_terms(answer) -> bool:
-    """Exercise (predict): the term count for a model without learned positional embeddings."""
-    return ROTARY_TERMS.check_value(answer)
+ROTARY_TERMS = Exercise("ch1.rotary-terms", "terms_rotary", solution_rotary_terms)
+check_rotary_terms = ROTARY_TERMS.check_value
 
 
 def solution_joint_cost(model, tokens, a: int, b: int) -> float:
@@ -378,7 +365,9 @@ def _joint_without_base(model, tokens, a, b):
     return both - (single_a + base + single_b + base)
 
 
-JOINT_COST = Exercise("ch1.joint-cost", "joint_cost", solution_joint_cost, _joint_cost_cases, mistakes=[
+JOINT_COST = Exercise(
+    "ch1.joint-cost", "joint_cost", solution_joint_cost, _joint_cost_cases,
+    mistakes=[
         Mistake(lambda m, t, a, b: 0.0, "you assumed effects add because writes add. Block b computes its write "
                 "from what block a left behind, so silencing a changes b's write too."),
         Mistake(lambda m, t, a, b: -solution_joint_cost(m, t, a, b), "the sign is flipped: the answer is the joint "
@@ -386,8 +375,8 @@ JOINT_COST = Exercise("ch1.joint-cost", "joint_cost", solution_joint_cost, _join
         Mistake(_joint_without_base, "you subtracted raw losses, not increases: each cost is a loss minus the "
                 "unsilenced loss, so the base loss must come off each term once."),
     ],
-    atol=1e-3, rtol=1e-3,
-    hint="Measure three increases over the unsilenced loss: a alone, b alone, both; return both − (a + b).",
+    atol=1e-3,
+    rtol=1e-3,
 )
 
 
@@ -410,7 +399,8 @@ def _least_needed_cases(model=None, texts=None):
     return [((model, t), {}) for t in texts]
 
 
-LEAST_NEEDED = Exercise("ch1.least-needed", "least_needed_block", solution_least_needed_block, _least_needed_cases,
+LEAST_NEEDED = Exercise(
+    "ch1.least-needed", "least_needed_block", solution_least_needed_block, _least_needed_cases,
     mistakes=[
         Mistake(lambda m, t: int(max(range(int(m.cfg.n_layers)), key=silencing_costs(m, t).__getitem__)),
                 "that is the block the model needs MOST (the largest loss increase); the question asks for the least."),
@@ -419,7 +409,6 @@ LEAST_NEEDED = Exercise("ch1.least-needed", "least_needed_block", solution_least
         Mistake(lambda m, t: int(m.cfg.n_layers) - 1, "you assumed the last block matters least. Measure it: "
                 "which block is least needed depends on the text."),
     ],
-    hint="Silence each block in turn (stream.zero_block_hooks) and compare the increase in loss.",
 )
 
 

@@ -601,9 +601,7 @@ PREDICT_DIMENSIONALITY = _exercise(
 )
 
 
-def check_predicted_dimensionality(predicted) -> bool:
-    """Checker: the reader's predicted D_i for the triangle plus an orthogonal feature (a list of 4)."""
-    return PREDICT_DIMENSIONALITY.check_value(predicted)
+check_predicted_dimensionality = PREDICT_DIMENSIONALITY.check_value
 
 
 # --- predict, then measure: how many of six features a 2-D toy model keeps -------------------------
@@ -661,9 +659,7 @@ SIX_FEATURES = _exercise(
 )
 
 
-def check_six_feature_prediction(prediction) -> bool:
-    """Checker: the reader's (represented, antipodal pairs) for six equal features in 2-D at 1 − S = 0.05."""
-    return SIX_FEATURES.check_value(prediction)
+check_six_feature_prediction = SIX_FEATURES.check_value
 
 
 def solution_antipodal_pairs(W: torch.Tensor, threshold: float = 0.5) -> list[tuple[int, int]]:

@@ -201,3 +201,65 @@ def test_check_prediction_compares_with_the_chapters_own_measurement(capsys):
         ex.check_prediction("more", -0.5)
     with pytest.raises(CheckFailed, match="costs add only if"):
         ex.check_prediction("same", -0.5)
+
+
+def test_the_prose_file_belongs_to_declared_exercises():
+    """Every table of helpers/exercises.toml names an exercise some topic module declares, so a renamed
+    exercise cannot silently lose its hint and its wrong values."""
+    import tomllib
+
+    from helpers.exercises import PROSE_FILE
+
+    _import_every_helpers_module()
+    with PROSE_FILE.open("rb") as f:
+        prose = tomllib.load(f)
+    assert prose, "helpers/exercises.toml is empty"
+    orphans = sorted(set(prose) - set(REGISTRY))
+    assert not orphans, f"exercises.toml has tables for undeclared exercises: {orphans}"
+    for ex_id, entry in prose.items():  # the loader gave each exercise its values and hint
+        ex = REGISTRY[ex_id]
+        assert ex.hint == entry.get("hint", ex.hint)
+        values = [m.value for m in ex.mistakes if m.fn is None]
+        assert len(values) >= len(entry.get("mistake", []))
+
+
+def test_the_prose_loader_refuses_a_malformed_table(tmp_path, monkeypatch):
+    """A typo in the prose file (a misspelt key, a mistake without `why`) is an error that names the table,
+    and a hint given both in code and in the file is refused: one home for each sentence."""
+    import helpers.exercises as E
+
+    bad = tmp_path / "exercises.toml"
+    bad.write_text('["test.prose"]\nhitn = "typo"\n')
+    monkeypatch.setattr(E, "PROSE_FILE", bad)
+    E._prose.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"\[test.prose\].*hitn"):
+            E.Exercise("test.prose", "f", lambda: 1.0)
+        bad.write_text('["test.prose"]\nhint = "from the file"\n[["test.prose".mistake]]\nvalue = 2.0\n')
+        E._prose.cache_clear()
+        with pytest.raises(ValueError, match="without value or why"):
+            E.Exercise("test.prose", "f", lambda: 1.0)
+        bad.write_text('["test.prose"]\nhint = "from the file"\n[["test.prose".mistake]]\nvalue = [0, 2]\n'
+                       'why = "a tuple answer"\n')
+        E._prose.cache_clear()
+        with pytest.raises(ValueError, match="both in code and in"):
+            E.Exercise("test.prose", "f", lambda: 1.0, hint="in code too")
+        ex = E.Exercise("test.prose", "f", lambda: (0, 1))
+        assert ex.hint == "from the file" and ex.mistakes[0].value == (0, 2)  # arrays come back as tuples
+        with pytest.raises(E.CheckFailed, match="a tuple answer"):
+            ex.check_value((0, 2))
+    finally:
+        E._prose.cache_clear()
+        E.REGISTRY.pop("test.prose", None)
+
+
+def test_a_choice_exercise_refuses_an_answer_outside_its_choices(capsys):
+    ex = Exercise("test.choice", "bucket", lambda: "b", choices=("a", "b"),
+                  mistakes=[Mistake(value="a", why="not a")])
+    try:
+        with pytest.raises(CheckFailed, match="choose one of"):
+            ex.check_value("c")
+        assert ex.check_value(...) is False
+        assert ex.check_value("b") is True
+    finally:
+        REGISTRY.pop("test.choice", None)

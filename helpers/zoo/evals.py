@@ -27,7 +27,7 @@ from . import corpus as C
 
 __all__ = [
     "encode", "fact_recall", "ioi_accuracy", "copy_accuracy", "induction_losses",
-    "prefix_matching_by_head", "logit_lens_ranks", "corpus_tokens", "corpus_windows", "run_all",
+    "prefix_matching_by_head", "logit_lens_ranks", "corpus_tokens", "corpus_windows", "text_windows", "run_all",
     "training_log",
 ]
 
@@ -164,19 +164,27 @@ def corpus_windows(model, n_seqs: int = 48, seq_len: int = 64, seed: int = 1) ->
     cfg = require_model(model)
     require_int("n_seqs", n_seqs, 2)
     require_int("seq_len", seq_len, 2, cfg.n_ctx)
+    return text_windows(model.tokenizer, n_seqs, seq_len, seed).to(model_device(model))
+
+
+def text_windows(tokenizer, n_seqs: int, seq_len: int, seed: int) -> torch.Tensor:
+    """The windows of :func:`corpus_windows` from a bare tokenizer (the training loop logs on them
+    before any bridge exists): [n_seqs, seq_len] on the CPU, BOS first, held-out text only."""
     if seed == 0:
         raise ValueError("seed 0 generated the training corpus; pick another seed for held-out text.")
-    bos = _bos(model)
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError("the tokenizer has no bos_token_id")
     need = n_seqs * (seq_len - 1)
     stream: list[int] = []
     for doc in C.generate_corpus(seed, max(32, need // 20)):
-        stream += encode(model, doc) + [bos]  # documents end with EOT (= BOS)
+        stream += tokenizer.encode(doc, add_special_tokens=False) + [bos]  # documents end with EOT (= BOS)
         if len(stream) >= need:
             break
     if len(stream) < need:
         raise ValueError(f"the corpus sample gave {len(stream)} tokens, fewer than the {need} needed.")
     body = torch.tensor(stream[:need]).reshape(n_seqs, seq_len - 1)
-    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1).to(model_device(model))
+    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1)
 
 
 def run_all(bridge, quick: bool = False) -> dict:

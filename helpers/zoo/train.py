@@ -55,6 +55,12 @@ ICL_DEFINITION = (
     "scaled by n_ctx/256) over a fixed evaluation set of 32 windows of n_ctx "
     "tokens drawn from the training mixture (corpus windows and, with probability random_frac, "
     "repeated random-token sequences). Negative = later tokens are easier thanks to the context.")
+TEXT_ICL = dict(n_seqs=64, seed=11)  # as helpers.organisms.icl_score_on_text, so the last row matches the chapters
+ICL_TEXT_DEFINITION = (
+    "icl_score_text = the ICL score's position ranges and difference, on 64 windows of n_ctx tokens of "
+    "held-out corpus text only (generate_corpus seed 11, never the training seed 0; documents joined with "
+    "BOS and cut into windows, as helpers.zoo.evals.corpus_windows), with no repeated random-token "
+    "sequences. Logged from this field's introduction on; older logs lack it.")
 PREFIX_DEFINITION = (
     "prefix-matching score of a head = mean attention from each token of the second copy of "
     "BOS + R + R (R: 50 uniformly random non-special tokens, 8 sequences) to the token right after "
@@ -169,20 +175,30 @@ def task_metrics(model, arch: str, tok, ioi_items, heldout_items) -> dict:
             "ioi_top1": ioi_accuracy(lm, ioi_items)["accuracy"]}
 
 
-@torch.no_grad()
-def log_metrics(model, arch, icl_batch, rep_batch, length) -> dict:
-    x, y = icl_batch[:, :-1], icl_batch[:, 1:]
-    nll = F.cross_entropy(forward(model, arch, x).transpose(1, 2), y, reduction="none")  # [b, pos]
-    # nll[:, i] is the loss of the token at position i + 1
-    f = x.shape[1] / 256  # position i predicts token i + 1
+def _icl_ranges(nll: torch.Tensor, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss of the early and late token ranges of ``ICL_DEFINITION``; nll[:, i] is the loss of token i + 1."""
+    f = n_ctx / 256
     early = nll[:, int(ICL_EARLY[0] * f) - 1:int(ICL_EARLY[1] * f) - 1].mean()
     late = nll[:, int(ICL_LATE[0] * f) - 1:int(ICL_LATE[1] * f) - 1].mean()
+    return early, late
+
+
+@torch.no_grad()
+def log_metrics(model, arch, icl_batch, rep_batch, length, text_batch=None) -> dict:
+    x, y = icl_batch[:, :-1], icl_batch[:, 1:]
+    nll = F.cross_entropy(forward(model, arch, x).transpose(1, 2), y, reduction="none")  # [b, pos]
+    early, late = _icl_ranges(nll, x.shape[1])
+    text = {}
+    if text_batch is not None:  # [n, n_ctx] windows of held-out text, BOS first
+        t_nll = per_token_loss(forward(model, arch, text_batch), text_batch)
+        t_early, t_late = _icl_ranges(t_nll, text_batch.shape[1])
+        text = {"icl_score_text": float(t_late - t_early)}
     first, second = copy_losses(per_token_loss(forward(model, arch, rep_batch), rep_batch), length)
     pm = float(prefix_matching_scores(attention_patterns(model, arch, rep_batch), length).max())
     return {"corpus_loss": float(nll.mean()), "icl_score": float(late - early),
             "loss_early": float(early), "loss_late": float(late),
             "induction_first_copy": first, "induction_second_copy": second,
-            "best_prefix_matching": pm}
+            "best_prefix_matching": pm, **text}
 
 
 DECAY_FRAC = 0.3  # the last 30 % of the steps decay the LR; before that it is constant
@@ -246,6 +262,8 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
     evs = Sampler(stream, starts, r["n_ctx"], vocab, bos, r["random_frac"], seed + 1000)
     icl_batch = evs.batch(4 if tiny else 32).to(device)
     length = min(50, (r["n_ctx"] - 1) // 2)
+    from .evals import text_windows
+    text_batch = text_windows(tok, 4 if tiny else TEXT_ICL["n_seqs"], r["n_ctx"], TEXT_ICL["seed"]).to(device)
     rep_batch = repeated_token_batch(torch.arange(1, vocab), bos, 8, length, seed + 2000).to(device)  # ids 1.. are non-special
 
     tasks = None
@@ -257,7 +275,7 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
         model.eval()
         row = {"step": step, "tokens": step * r["batch"] * r["n_ctx"], "random_frac": sampler.frac,
                "train_loss": sum(running) / len(running) if running else None,
-               **log_metrics(model, r["arch"], icl_batch, rep_batch, length)}
+               **log_metrics(model, r["arch"], icl_batch, rep_batch, length, text_batch)}
         if tasks is not None:
             row.update(task_metrics(model, r["arch"], tok, *tasks))
         model.train()
@@ -301,8 +319,8 @@ def train(name: str, out: Path, steps: int | None = None, tiny: bool = False, se
         save_native(model, ncfg, out)
     tok.save_pretrained(out)
     (out / "training_log.json").write_text(json.dumps(
-        {"icl_definition": ICL_DEFINITION, "prefix_matching_definition": PREFIX_DEFINITION,
-         "log": log}, indent=1) + "\n")
+        {"icl_definition": ICL_DEFINITION, "icl_text_definition": ICL_TEXT_DEFINITION,
+         "prefix_matching_definition": PREFIX_DEFINITION, "log": log}, indent=1) + "\n")
 
     card = {
         "name": name, "description": _describe(name), "architecture": r["arch"],
