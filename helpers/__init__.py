@@ -10,7 +10,7 @@ imported by the chapters that need them.
 from __future__ import annotations
 
 from . import claims
-from .book import glue, show_table, show_widget
+from .book import explain, glue, show_table, show_widget
 from .claims import claim, identity
 from .env import get_device, hub_reachable, in_book_build, in_colab, offline_mode, set_seed
 from .exercises import CheckFailed
@@ -26,6 +26,7 @@ __all__ = [
     "claims",
     "claim",
     "identity",
+    "explain",
     "glue",
     "show_widget",
     "show_table",

@@ -16,7 +16,7 @@ import re
 
 from .env import in_book_build
 
-__all__ = ["glue", "show_widget", "show_table", "table_html"]
+__all__ = ["explain", "glue", "show_widget", "show_table", "table_html"]
 
 
 def glue(name: str, value, display: bool = False):
@@ -33,6 +33,21 @@ def glue(name: str, value, display: bool = False):
         return value
     _glue(name, value, display=display)
     return value
+
+
+def explain(markdown: str) -> None:
+    """Show a solution's explanation, written in Markdown (with ``$math$``), as the output of its cell.
+
+    A solution's prose lives in a hidden code cell that calls this (tools/nbmeta.py puts it
+    there): Colab and Jupyter cannot hide a text cell, but they hide this cell's code, and its
+    explanation appears only when the reader runs it. The static book renders the output as MyST
+    (the cell's ``mystnb.markdown_format``), inside the solution's dropdown.
+    """
+    if not isinstance(markdown, str) or not markdown.strip():
+        raise ValueError("explain needs the explanation as a non-empty Markdown string.")
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown.strip()))
 
 
 def show_widget(make_widget, what: str = "This explorer") -> None:

@@ -33,7 +33,7 @@ def notebook():
         md("```{exercise-end}\n```"),
         md("```{solution-start} ex-add\n:class: dropdown\n```"),
         code("def add(a, b):\n    return a + b\n", "c-sol"),
-        md("Some words inside the solution."),
+        code("print('why it works')", "c-sol-mid"),
         code("assert add(1, 2) == 3", "c-sol2"),
         md("```{solution-end}\n```"),
         code("print(add(2, 2))", "c-after"),
@@ -43,7 +43,7 @@ def notebook():
 
 
 def test_classify_finds_stubs_and_solutions():
-    assert nbmeta.classify(notebook()) == ([6, 8], [3])
+    assert nbmeta.classify(notebook()) == ([6, 7, 8], [3])
 
 
 def test_check_fails_without_metadata_and_passes_after_apply():
@@ -52,14 +52,14 @@ def test_check_fails_without_metadata_and_passes_after_apply():
     assert any("cell 6 (solution)" in p and "cellView" in p for p in found)
     assert any("cell 8 (solution)" in p and "source_hidden" in p for p in found)
     assert any("cell 3 (exercise stub)" in p for p in found)
-    assert nbmeta.apply(nb) == 3
+    assert nbmeta.apply(nb) == 4
     assert nbmeta.problems(nb) == []
     sol = nb["cells"][6]
     assert sol["source"].startswith("# @title Solution")
     assert sol["metadata"] == {"cellView": "form", "jupyter": {"source_hidden": True}}
     assert nb["cells"][3]["metadata"]["tags"] == ["keep-me", "remove-output"]
     # nothing outside exercises and solutions changes; cell ids are kept
-    for i in (0, 1, 2, 4, 5, 7, 9, 10):
+    for i in (0, 1, 2, 4, 5, 9, 10):
         assert nb["cells"][i] == notebook()["cells"][i]
     assert [c["id"] for c in nb["cells"]] == [c["id"] for c in notebook()["cells"]]
 
@@ -84,6 +84,55 @@ def test_each_missing_piece_is_named():
         broken = copy.deepcopy(nb)
         breaks(broken)
         assert any(expect in p for p in nbmeta.problems(broken)), expect
+
+
+def _with_prose():
+    nb = notebook()
+    nb["cells"].insert(7, md("Why it works, in words: $1 + 2 = 3$."))
+    nb["cells"][5] = md("```{solution-start} ex-add\n:class: dropdown\n```\nThe answer is 3.")
+    nb["cells"][2] = md("```{exercise-start} ★ Add\n:label: ex-add\n```\nWrite `add`; it returns 3 for (1, 2).")
+    return nb
+
+
+def test_solution_prose_in_a_markdown_cell_is_reported():
+    """Colab cannot hide a text cell: prose inside a solution, in its own cell or after the start
+    marker, is a problem; prose outside solutions (the exercise's statement) is not."""
+    nb = _with_prose()
+    assert nbmeta.solution_prose(nb) == [5, 7]
+    found = [p for p in nbmeta.problems(nb) if "solution prose" in p]
+    assert [p.split(" (")[0] for p in found] == ["cell 5", "cell 7"]
+    assert nbmeta.solution_prose(notebook()) == []
+
+
+def test_apply_folds_solution_prose_into_hidden_cells_that_explain_it(tmp_path):
+    """apply moves the prose into hidden code cells that call helpers.explain (the book renders
+    their Markdown output as MyST; Colab and Jupyter hide their code), keeps the marker cells'
+    directives intact, and the notebook stays clean for tools/nbtools.py."""
+    nb = _with_prose()
+    nbmeta.apply(nb)
+    assert nbmeta.problems(nb) == []
+    srcs = [c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in nb["cells"]]
+    assert srcs[5] == "```{solution-start} ex-add\n:class: dropdown\n```"
+    why = [i for i, s in enumerate(srcs) if "helpers.explain" in s]
+    assert len(why) == 2 and why[0] == 6
+    for i in why:
+        cell = nb["cells"][i]
+        assert cell["cell_type"] == "code" and cell["metadata"]["cellView"] == "form"
+        assert cell["metadata"]["tags"] == ["remove-input"]
+        assert cell["metadata"]["mystnb"] == {"markdown_format": "myst"}
+    assert 'r"""\nThe answer is 3.\n"""' in srcs[6] and "$1 + 2 = 3$" in srcs[why[1]]
+    namespace = {"helpers": __import__("helpers")}
+    for i in why:  # the folded cells run and show the text
+        exec(srcs[i], namespace)
+    once = copy.deepcopy(nb)
+    assert nbmeta.apply(nb) == 0 and nb == once
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    assert nbtools.problems(path) == []
+    bad = _with_prose()
+    bad["cells"][7] = md('He said """no""".')
+    with pytest.raises(ValueError, match="triple quotes"):
+        nbmeta.apply(bad)
 
 
 def test_unbalanced_markers_are_refused():

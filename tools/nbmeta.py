@@ -76,10 +76,66 @@ def _set_source(cell, text: str) -> None:
     cell["source"] = text.splitlines(keepends=True) if isinstance(cell.get("source"), list) else text
 
 
+PROSE_TITLE = "# @title Solution, in words (run the cell to show it)"
+PROSE_META = {"tags": ["remove-input"], "mystnb": {"markdown_format": "myst"}}
+
+
+def _split_marker_cell(src: str) -> tuple[str, str, bool]:
+    """(the marker directive(s) alone, the prose beside them, whether the prose comes first)."""
+    lines = src.splitlines(keepends=True)
+    keep, prose, first_marker = [], [], None
+    in_directive = False
+    for i, line in enumerate(lines):
+        if _MARK.search(line):
+            first_marker = i if first_marker is None else first_marker
+            in_directive = True
+            keep.append(line)
+        elif in_directive and (line.startswith(":") or not line.strip()):
+            keep.append(line)
+        elif in_directive and re.match(r"^```+\s*$", line):
+            keep.append(line)
+            in_directive = False
+        else:
+            in_directive = False
+            prose.append(line)
+    prose_first = bool(prose) and lines.index(prose[0]) < (first_marker or 0)
+    return "".join(keep).rstrip("\n"), "".join(prose).strip(), prose_first
+
+
+def _prose_cell(text: str, cell_id: str) -> dict:
+    if '"""' in text:
+        raise ValueError(f"cell {cell_id}: solution prose contains triple quotes; rephrase it before folding.")
+    return {"cell_type": "code", "id": cell_id, "execution_count": None, "outputs": [],
+            "metadata": {**json.loads(json.dumps(PROSE_META)), **FORM, "jupyter": {"source_hidden": True}},
+            "source": f'{PROSE_TITLE}\nhelpers.explain(r"""\n{text}\n""")\n'}
+
+
+def fold_prose(nb: dict) -> int:
+    """Move solution prose out of markdown cells into hidden code cells that ``helpers.explain`` it.
+
+    Colab cannot hide a text cell; a code cell it can. The book renders the explanation in place
+    (the cell's input is removed, its Markdown output parsed as MyST, so math and roles work).
+    Returns how many cells were folded.
+    """
+    folded = 0
+    for i in reversed(solution_prose(nb)):
+        cell = nb["cells"][i]
+        src = _source(cell)
+        if not _MARK.search(src):
+            nb["cells"][i] = _prose_cell(src.strip(), cell.get("id", f"prose-{i}"))
+        else:
+            markers, prose, prose_first = _split_marker_cell(src)
+            _set_source(cell, markers)
+            new = _prose_cell(prose, f"{cell.get('id', i)}-why")
+            nb["cells"].insert(i if prose_first else i + 1, new)
+        folded += 1
+    return folded
+
+
 def apply(nb: dict) -> int:
-    """Add the metadata in place; return how many cells changed."""
+    """Fold solution prose into hidden code cells and add the metadata in place; return how many cells changed."""
+    changed = fold_prose(nb)
     solutions, stubs = classify(nb)
-    changed = 0
     for i in solutions:
         cell = nb["cells"][i]
         before = json.dumps(cell, sort_keys=True)
@@ -99,10 +155,38 @@ def apply(nb: dict) -> int:
     return changed
 
 
+def solution_prose(nb: dict) -> list[int]:
+    """Indices of markdown cells with text of their own between a solution's start and end markers.
+
+    Colab cannot hide a text cell, so such prose shows in plain view under the exercise; it
+    belongs in the solution's code cell (comments, or an explanation the cell prints).
+    """
+    classify(nb)  # the markers are balanced, or this raises naming the cell
+    inside, found = False, []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        src = _source(cell)
+        marks = list(_MARK.finditer(src))
+        rest = re.sub(r"(?m)^.*" + _MARK.pattern + r".*$", "", src)  # marker lines, with their arguments
+        rest = re.sub(r"(?m)^:[\w-]+:.*$|^```+\s*$", "", rest).strip()  # directive options and fences
+        if inside and not marks and src.strip():
+            found.append(i)
+        elif marks and rest and (inside or any(m.group(1) == "solution" and m.group(2) == "start" for m in marks)):
+            found.append(i)  # text next to a marker, inside the solution
+        for m in marks:
+            if m.group(1) == "solution":
+                inside = m.group(2) == "start"
+    return found
+
+
 def problems(nb: dict) -> list[str]:
-    """Solution or stub cells that lack their metadata (empty list when all carry it)."""
+    """Solution or stub cells that lack their metadata, and solution prose that Colab would show
+    (empty list when all is well)."""
     solutions, stubs = classify(nb)
-    found = []
+    found = [f"cell {i} (solution prose): a markdown cell inside a solution shows in plain view in Colab; "
+             "move its text into the solution's code cell (comments, or an explanation the cell prints)"
+             for i in solution_prose(nb)]
     for i in solutions:
         cell = nb["cells"][i]
         meta = cell.get("metadata", {})

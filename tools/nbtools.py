@@ -22,7 +22,8 @@ import helpers"""
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 #: Cell metadata that stays: a solution hidden until asked for (tools/nbmeta.py).
-SELF_STUDY = {"cellView": "form", "jupyter": {"source_hidden": True}}
+SELF_STUDY = {"cellView": "form", "jupyter": {"source_hidden": True},
+              "mystnb": {"markdown_format": "myst"}}  # a solution's explanation, rendered as MyST in the book
 
 
 def problems(path: str | Path) -> list[str]:
