@@ -8,7 +8,6 @@ the theme's icon script, the page's own HTML, everything else.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import labcheck  # noqa: E402  (tests/labcheck.py: the browser's network log)
 import pagecheck  # noqa: E402  (tests/pagecheck.py: the local server and the browser)
 
 PARTS = (("plotly", "plotly.min.js"), ("mathjax", "/mathjax/"), ("icons", "fontawesome"))
@@ -42,19 +42,12 @@ def weigh(html_root: str | Path, pages: list[str] | None = None, width: int = 12
             driver.get(base + page)
             driver.execute_async_script(pagecheck._WAIT_JS)
             time.sleep(0.5)
-            urls, sizes = {}, {}
-            for entry in driver.get_log("performance"):
-                msg = json.loads(entry["message"])["message"]
-                params = msg.get("params", {})
-                if msg.get("method") == "Network.requestWillBeSent":
-                    urls[params["requestId"]] = params.get("request", {}).get("url", "")
-                elif msg.get("method") == "Network.loadingFinished":
-                    sizes[params["requestId"]] = int(params.get("encodedDataLength", 0))
-            row = {"page": page, "requests": sum(1 for u in urls.values() if u.startswith(base)),
-                   "bytes": sum(sizes.values()), "html": sum(s for r, s in sizes.items()
-                                                             if urls.get(r, "").split("?")[0].endswith(page))}
+            reqs = labcheck.network_requests(driver)
+            row = {"page": page, "requests": sum(1 for r in reqs if r["url"].startswith(base)),
+                   "bytes": sum(r["bytes"] for r in reqs),
+                   "html": sum(r["bytes"] for r in reqs if r["url"].split("?")[0].endswith(page))}
             for name, needle in PARTS:
-                row[name] = sum(s for r, s in sizes.items() if needle in urls.get(r, ""))
+                row[name] = sum(r["bytes"] for r in reqs if needle in r["url"])
             row["other"] = row["bytes"] - row["html"] - sum(row[n] for n, _ in PARTS)
             rows.append(row)
     finally:

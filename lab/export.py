@@ -346,21 +346,11 @@ def mean_activations(model) -> dict:
 
 
 def corpus_windows(model, n_seqs: int, seq_len: int, seed: int = 1):
-    """[n_seqs, seq_len] windows of the book's generated corpus, each starting with BOS
-    (documents end with BOS, as in training)."""
-    import torch
+    """[n_seqs, seq_len] windows of the book's generated corpus (held-out seed), each starting with BOS
+    (documents end with BOS, as in training): the windows the chapters measure on."""
+    from helpers.zoo.evals import text_windows
 
-    from helpers.zoo import corpus
-
-    bos, need, stream = int(model.tokenizer.bos_token_id), n_seqs * (seq_len - 1), []
-    for doc in corpus.generate_corpus(seed, max(32, need // 20)):
-        stream += model.tokenizer.encode(doc, add_special_tokens=False) + [bos]
-        if len(stream) >= need:
-            break
-    if len(stream) < need:
-        raise ValueError(f"the corpus sample gave {len(stream)} tokens, fewer than the {need} needed.")
-    body = torch.tensor(stream[:need]).reshape(n_seqs, seq_len - 1)
-    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1)
+    return text_windows(model.tokenizer, n_seqs, seq_len, seed)
 
 
 def _helper(name: str):

@@ -97,17 +97,16 @@ class Lab:
 
     def requests(self) -> list[dict]:
         """Requests since the last :meth:`open`: url and bytes received (uncompressed: the server sends no gzip)."""
-        sent, sizes, failed = {}, {}, []
-        for entry in self.driver.get_log("performance"):
-            msg = json.loads(entry["message"])["message"]
-            p = msg.get("params", {})
-            if msg.get("method") == "Network.requestWillBeSent":
-                sent[p["requestId"]] = p.get("request", {}).get("url", "")
-            elif msg.get("method") == "Network.loadingFinished":
-                sizes[p["requestId"]] = int(p.get("encodedDataLength", 0))
-            elif msg.get("method") == "Network.loadingFailed" and not p.get("canceled"):
-                failed.append(p["requestId"])
-        return [{"url": url, "bytes": sizes.get(rid, 0), "failed": rid in failed} for rid, url in sent.items()]
+        return network_requests(self.driver)
+
+    def click_and_wait(self, element_id: str, timeout_ms: int = 20000) -> None:
+        """Click a control and wait until the lab has redrawn (its ``data-updates`` counter moves)."""
+        updates = int(self.driver.execute_script("return document.getElementById('rs-lab').dataset.updates"))
+        self.driver.find_element("id", element_id).click()
+        self.driver.execute_async_script(
+            "const done = arguments[2]; const n = arguments[0]; const t = Date.now();"
+            "(function wait() { if (+document.getElementById('rs-lab').dataset.updates > n || Date.now() - t > arguments[1])"
+            " done(); else setTimeout(wait, 50); })();", updates, timeout_ms)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the browser's processes: a measure of work that,
@@ -151,6 +150,21 @@ class Lab:
         self.driver.save_screenshot(str(path))
         self.driver.set_window_size(*self.size)
         return path
+
+
+def network_requests(driver) -> list[dict]:
+    """Every request in the browser's performance log since it was last read: url, bytes received, failed."""
+    sent, sizes, failed = {}, {}, []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        p = msg.get("params", {})
+        if msg.get("method") == "Network.requestWillBeSent":
+            sent[p["requestId"]] = p.get("request", {}).get("url", "")
+        elif msg.get("method") == "Network.loadingFinished":
+            sizes[p["requestId"]] = int(p.get("encodedDataLength", 0))
+        elif msg.get("method") == "Network.loadingFailed" and not p.get("canceled"):
+            failed.append(p["requestId"])
+    return [{"url": url, "bytes": sizes.get(rid, 0), "failed": rid in failed} for rid, url in sent.items()]
 
 
 def local_file(html: Path, url: str, base: str) -> Path | None:

@@ -314,12 +314,7 @@ def test_ablating_a_head_with_its_checkbox_updates_every_panel(lab):
                               "rival": " London", "ablate": {"heads": [], "mlps": []}})["result"]
     i = before["dla_labels"].index("L4H0")
     assert abs(before["dla"][i]) > 1e-3
-    updates = int(lab.driver.execute_script("return document.getElementById('rs-lab').dataset.updates"))
-    lab.driver.find_element("id", "lab-ab-h3-0").click()
-    lab.driver.execute_async_script(
-        "const done = arguments[1]; const n = arguments[0]; const t = Date.now();"
-        "(function wait() { if (+document.getElementById('rs-lab').dataset.updates > n || Date.now() - t > 20000) done();"
-        " else setTimeout(wait, 50); })();", updates)
+    lab.click_and_wait("lab-ab-h3-0")
     after = lab.driver.execute_script("return [...document.querySelectorAll('#lab-dla [data-value]')].map(e => +e.dataset.value)")
     assert after[i] == 0.0, "a zero-ablated head writes nothing"
     assert after != before["dla"]
@@ -332,12 +327,7 @@ def test_repeated_random_sequence_shows_induction(lab, lab_site):
     ref = next(c for c in _refs(lab_site)["rs-gpt2-4l"]["cases"] if c["prompt"] is None)
     lab.call("set", {"model": "rs-gpt2-4l", "prompt": "x", "ablate": {"heads": [], "mlps": []}})
     lab.driver.execute_script("window.rsLab.state.seed = 0;")
-    updates = int(lab.driver.execute_script("return document.getElementById('rs-lab').dataset.updates"))
-    lab.driver.find_element("id", "lab-repeat").click()
-    lab.driver.execute_async_script(
-        "const done = arguments[1]; const n = arguments[0]; const t = Date.now();"
-        "(function wait() { if (+document.getElementById('rs-lab').dataset.updates > n || Date.now() - t > 20000) done();"
-        " else setTimeout(wait, 50); })();", updates)
+    lab.click_and_wait("lab-repeat")
     out = lab.call("set", {})["result"]
     assert out["ids"] == ref["ids"], "the button draws the sequence Python drew for seed 1"
     bad = labcheck.compare(out, ref)

@@ -211,24 +211,18 @@ def _write(path: Path, nb: dict) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _apply_file(path: Path) -> str:
+    nb = _read(path)
+    n = apply(nb)
+    if n:
+        _write(path, nb)
+    return f"{n} cell(s) changed"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("apply", "check"):
-        print("usage: python tools/nbmeta.py {apply|check} NOTEBOOK...", file=sys.stderr)
-        return 2
-    bad = 0
-    for name in argv[1:]:
-        path = Path(name)
-        nb = _read(path)
-        if argv[0] == "apply":
-            n = apply(nb)
-            if n:
-                _write(path, nb)
-            print(f"{path}: {n} cell(s) changed")
-        else:
-            for problem in problems(nb):
-                print(f"{path}: {problem}")
-                bad += 1
-    return 1 if bad else 0
+    from nbtools import run_cli  # tools/ is on the path when this file runs as a script
+
+    return run_cli(argv, "nbmeta.py", "apply", _apply_file, lambda path: problems(_read(path)))
 
 
 if __name__ == "__main__":

@@ -77,19 +77,31 @@ def strip(path: str | Path) -> None:
     p.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("strip", "check"):
-        print("usage: python tools/nbtools.py {strip|check} NOTEBOOK...", file=sys.stderr)
+def run_cli(argv: list[str], tool: str, verb: str, fix, check) -> int:
+    """The command line both notebook tools share: ``python tools/<tool> {<verb>|check} NOTEBOOK...``.
+
+    ``fix(path)`` rewrites one notebook and returns a line to print (or None); ``check(path)``
+    returns its problems, each printed as ``path: problem``. Exit status 1 when any problem
+    was found, 2 on a malformed command line.
+    """
+    if len(argv) < 2 or argv[0] not in (verb, "check"):
+        print(f"usage: python tools/{tool} {{{verb}|check}} NOTEBOOK...", file=sys.stderr)
         return 2
     bad = 0
-    for path in argv[1:]:
-        if argv[0] == "strip":
-            strip(path)
-        else:
-            for problem in problems(path):
-                print(f"{path}: {problem}")
-                bad += 1
+    for name in argv[1:]:
+        if argv[0] == verb:
+            said = fix(Path(name))
+            if said:
+                print(f"{name}: {said}")
+            continue
+        for problem in check(Path(name)):
+            print(f"{name}: {problem}")
+            bad += 1
     return 1 if bad else 0
+
+
+def main(argv: list[str]) -> int:
+    return run_cli(argv, "nbtools.py", "strip", strip, problems)
 
 
 if __name__ == "__main__":
