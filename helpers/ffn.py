@@ -32,12 +32,14 @@ from .zoo import world as W
 
 __all__ = [
     "memory_coefficients", "mlp_out_from_memories", "labelled_sample", "FFNStats", "collect_ffn_stats",
-    "value_logits", "value_top_tokens", "trigger_prefix", "classify_neuron", "agreement_by_layer",
+    "value_logits", "value_top_tokens", "trigger_prefix", "classify_neuron", "classify_neurons", "NEURON_CLASSES",
+    "shuffle_within_groups", "random_keys_like", "top_prefixes_of_keys", "agreement_by_layer", "random_overlap_mean",
+    "top_k_counts", "values_promoting", "check_specificity_prediction", "specificity_bucket", "SPECIFICITY_BUCKETS",
     "FactPairs", "fact_pairs", "subject_last_position", "subject_span", "rows_per_pass", "neuron_patch_effects",
     "neuron_ablation_effects", "key_second_moment", "fact_prompts", "fact_accuracy", "text_loss", "corpus_tokens",
     "rank_one_update", "apply_rank_one_edit", "optimise_value_shift", "subspace_overlap", "principal_subspace",
     "neuron_browser_data", "neuron_browser_figure", "neuron_browser_widget",
-    "check_mlp_out_from_memories", "check_value_top_tokens", "check_rank_one_update", "check_subspace_overlap",
+    "check_mlp_out_from_memories", "check_value_top_tokens", "check_multi_key_update", "check_subspace_overlap",
 ]
 
 
@@ -66,18 +68,30 @@ def memory_coefficients(model, cache, layer: int) -> torch.Tensor:
     name = f"blocks.{layer}.ln2.hook_normalized"
     if name not in cache:
         raise ValueError(f"the cache has no {name!r}; run model.run_with_cache(tokens) without a names_filter.")
-    from transformer_lens.utilities.activation_functions import gelu_new
+    return _activation(model, cache[name] @ model.W_in[layer] + model.b_in[layer])
 
-    x = cache[name]
-    pre = x @ model.W_in[layer] + model.b_in[layer]
+
+def _activation(model, pre: torch.Tensor) -> torch.Tensor:
+    """The model's MLP nonlinearity applied to pre-activations."""
     act = model.cfg.act_fn
     if act == "gelu_new":
+        from transformer_lens.utilities.activation_functions import gelu_new
+
         return gelu_new(pre)
     if act == "gelu":
         return torch.nn.functional.gelu(pre)
     if act == "relu":
         return torch.relu(pre)
     raise ValueError(f"unsupported activation {act!r}")
+
+
+def random_keys_like(W_in: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random key directions with the lengths of the columns of ``W_in`` (``[d, d_mlp]``, on the CPU):
+    the control for "is this a property of the learned keys?"."""
+    if not isinstance(W_in, torch.Tensor) or W_in.ndim != 2:
+        raise ValueError(f"W_in must be a [d_model, d_mlp] tensor, got {getattr(W_in, 'shape', W_in)}.")
+    W = torch.randn(W_in.shape, generator=generator)
+    return W / W.norm(dim=0) * W_in.detach().norm(dim=0).cpu()
 
 
 def mlp_out_from_memories(coefficients: torch.Tensor, W_out: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:
@@ -96,7 +110,9 @@ def labelled_sample(model, n_sequences: int = 160, sentences_per_sequence: int =
     template (label: the relation), IOI sentences (label "ioi") and name-copy
     narratives (label "narrative"). Returns ``tokens [n, T]`` right-padded with
     BOS, ``lengths [n]``, ``labels`` (a list of per-token label lists, BOS
-    labelled "bos") and ``label_names``.
+    labelled "bos"), ``label_names`` and ``sentences`` (``[n, T]``: which
+    sentence of the sample each token belongs to, numbered across the sample;
+    -1 at BOS and padding).
     """
     _check_model(model)
     if not isinstance(n_sequences, int) or n_sequences < 1 or not isinstance(sentences_per_sequence, int) \
@@ -109,9 +125,9 @@ def labelled_sample(model, n_sequences: int = 160, sentences_per_sequence: int =
     copy = iter(C.copy_prompts(n_sent, seed=seed + 2))
     tok = model.tokenizer
     bos = tok.bos_token_id
-    seqs, labels = [], []
-    for _ in range(n_sequences):
-        ids, lab = [bos], ["bos"]
+    seqs, labels, sents = [], [], []
+    for i in range(n_sequences):
+        ids, lab, sid = [bos], ["bos"], [-1]
         for j in range(sentences_per_sequence):
             r = rng.random()
             if r < 0.6:
@@ -127,13 +143,16 @@ def labelled_sample(model, n_sequences: int = 160, sentences_per_sequence: int =
             piece = tok.encode(text if j == 0 else " " + text, add_special_tokens=False)
             ids += piece
             lab += [label] * len(piece)
+            sid += [i * sentences_per_sequence + j] * len(piece)
         seqs.append(ids[: model.cfg.n_ctx])
         labels.append(lab[: model.cfg.n_ctx])
+        sents.append(sid[: model.cfg.n_ctx])
     width = max(map(len, seqs))
     tokens = torch.tensor([s + [bos] * (width - len(s)) for s in seqs])
     lengths = torch.tensor([len(s) for s in seqs])
+    sentences = torch.tensor([s + [-1] * (width - len(s)) for s in sents])
     names = sorted({x for lab in labels for x in lab})
-    return {"tokens": tokens, "lengths": lengths, "labels": labels, "label_names": names}
+    return {"tokens": tokens, "lengths": lengths, "labels": labels, "label_names": names, "sentences": sentences}
 
 
 # ------------------------------------------------------- one pass, many statistics
@@ -148,17 +167,34 @@ class FFNStats:
     write_mean: dict = field(default_factory=dict)   # "attn"/"mlp" -> [L, d]
     write_cov: dict = field(default_factory=dict)    # "attn"/"mlp" -> [L, d, d] (centred)
     n_tokens: int = 0
+    write_moments: dict = field(default_factory=dict)  # "attn"/"mlp" -> (Σx [G, L, d], Σxxᵀ [G, L, d, d], n [G]) per group
+
+    def write_cov_of(self, writer: str, groups) -> torch.Tensor:
+        """Centred covariance ``[L, d, d]`` of ``writer``'s writes ("attn" or "mlp") over the tokens of
+        the sequence groups ``groups`` (sequence ``i`` is in group ``i % n_groups``): the same
+        statistic as ``write_cov``, measured on part of the sample."""
+        if writer not in self.write_moments:
+            raise ValueError(f"writer must be one of {sorted(self.write_moments)}, got {writer!r}.")
+        sums, outer, counts = self.write_moments[writer]
+        groups = sorted(set(int(g) for g in groups))
+        if not groups or not all(0 <= g < len(counts) for g in groups):
+            raise ValueError(f"groups must be a non-empty subset of 0..{len(counts) - 1}, got {groups}.")
+        n = counts[groups].sum()
+        mean = sums[groups].sum(0) / n
+        return (outer[groups].sum(0) / n - mean[:, :, None] * mean[:, None, :]).float()
 
 
 @torch.no_grad()
 def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int = 8, batch_size: int = 64,
-                      key_moment: bool = True) -> FFNStats:
+                      key_moment: bool = True, n_groups: int = 1) -> FFNStats:
     """Run the sample once and keep, per neuron, its ``k`` top-activating tokens, plus the
     second moment of coefficient vectors (for rank-one edits) and the covariance of attention
     and MLP writes (for the bandwidth section). Padding positions are ignored, and so is the
     BOS position, which is the same in every sequence and is no one's prefix. ``key_moment=False``
     skips the ``[L, d_mlp, d_mlp]`` second moment (quadratic in ``d_mlp``: on GPT-2 small most of
-    the pass); :func:`key_second_moment` computes it for one block when it is needed."""
+    the pass); :func:`key_second_moment` computes it for one block when it is needed. ``n_groups``
+    keeps the writes' moments per group of sequences (sequence ``i`` in group ``i % n_groups``), so
+    ``FFNStats.write_cov_of`` can measure the covariance on part of the sample (a split-half null)."""
     _check_model(model)
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a [n, T] tensor of token ids.")
@@ -166,13 +202,17 @@ def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
         raise ValueError(f"lengths must be a [n] tensor (one length per sequence), got {getattr(lengths, 'shape', lengths)}.")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}.")
+    if not isinstance(n_groups, int) or not 1 <= n_groups <= tokens.shape[0]:
+        raise ValueError(f"n_groups must be an int in 1..{tokens.shape[0]} (the number of sequences), got {n_groups!r}.")
     L, dm, d = model.cfg.n_layers, model.cfg.d_mlp, model.cfg.d_model
+    G = n_groups
     top_v = torch.full((L, dm, k), -math.inf)
     top_s = torch.zeros((L, dm, k), dtype=torch.long)
     top_p = torch.zeros((L, dm, k), dtype=torch.long)
     key_m = torch.zeros(L, dm, dm, dtype=torch.float64) if key_moment else None
-    sums = {w: torch.zeros(L, d, dtype=torch.float64) for w in ("attn", "mlp")}
-    outer = {w: torch.zeros(L, d, d, dtype=torch.float64) for w in ("attn", "mlp")}
+    sums = {w: torch.zeros(G, L, d, dtype=torch.float64) for w in ("attn", "mlp")}
+    outer = {w: torch.zeros(G, L, d, d, dtype=torch.float64) for w in ("attn", "mlp")}
+    counts = torch.zeros(G, dtype=torch.float64)
     hooks = {f"blocks.{l}.{h}" for l in range(L) for h in ("mlp.hook_post", "hook_attn_out", "hook_mlp_out")}
     n_tok = 0
     T = tokens.shape[1]
@@ -184,6 +224,8 @@ def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
         seq_ids = (torch.arange(b)[:, None] + start).expand(b, T).reshape(-1)[valid]
         pos_ids = torch.arange(T)[None].expand(b, T).reshape(-1)[valid]
         n_tok += int(valid.sum())
+        group = seq_ids % G                                                # [tokens in batch]
+        counts += torch.bincount(group, minlength=G).double()
         for l in range(L):
             a = cache[f"blocks.{l}.mlp.hook_post"].reshape(b * T, dm)[valid].cpu()
             if key_m is not None:
@@ -195,12 +237,52 @@ def collect_ffn_stats(model, tokens: torch.Tensor, lengths: torch.Tensor, k: int
             top_v[l], top_s[l], top_p[l] = v, cand_s.gather(1, idx), cand_p.gather(1, idx)
             for w, hk in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
                 x = cache[f"blocks.{l}.{hk}"].reshape(b * T, d)[valid].cpu().double()
-                sums[w][l] += x.sum(0)
-                outer[w][l] += x.T @ x
-    mean = {w: sums[w] / n_tok for w in sums}
-    cov = {w: (outer[w] / n_tok - mean[w][:, :, None] * mean[w][:, None, :]).float() for w in sums}
+                for gi in range(G):
+                    xg = x[group == gi] if G > 1 else x
+                    sums[w][gi, l] += xg.sum(0)
+                    outer[w][gi, l] += xg.T @ xg
+    moments = {w: (sums[w], outer[w], counts) for w in sums}
+    mean = {w: sums[w].sum(0) / n_tok for w in sums}
+    cov = {w: (outer[w].sum(0) / n_tok - mean[w][:, :, None] * mean[w][:, None, :]).float() for w in sums}
     key = (key_m / n_tok).float() if key_m is not None else None
-    return FFNStats(top_v, top_s, top_p, key, {w: m.float() for w, m in mean.items()}, cov, n_tok)
+    return FFNStats(top_v, top_s, top_p, key, {w: m.float() for w, m in mean.items()}, cov, n_tok, moments)
+
+
+@torch.no_grad()
+def top_prefixes_of_keys(model, tokens: torch.Tensor, lengths: torch.Tensor, layer: int, keys: torch.Tensor,
+                         k: int = 8, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (sequence, position) of each column of ``keys`` (``[d_model, m · d_mlp]``: one or more
+    sets of keys side by side) read from block ``layer``'s normalised stream with that block's bias
+    (repeated for each set) and nonlinearity, over the same positions as :func:`collect_ffn_stats`
+    (no BOS, no padding): ``top_seq, top_pos``, each ``[m · d_mlp, k]``. With the block's own
+    ``W_in`` this is ``collect_ffn_stats``' ranking; with other keys, a control for it."""
+    _check_model(model)
+    _check_layer(model, layer)
+    dm = model.cfg.d_mlp
+    if not isinstance(keys, torch.Tensor) or keys.ndim != 2 or keys.shape[0] != model.cfg.d_model \
+            or keys.shape[1] == 0 or keys.shape[1] % dm:
+        raise ValueError(f"keys must be [d_model, m · d_mlp] = [{model.cfg.d_model}, m · {dm}], "
+                         f"got {getattr(keys, 'shape', keys)}.")
+    if not isinstance(lengths, torch.Tensor) or lengths.shape != (tokens.shape[0],):
+        raise ValueError("lengths must be a [n] tensor (one length per sequence).")
+    name, T, n = f"blocks.{layer}.ln2.hook_normalized", tokens.shape[1], keys.shape[1]
+    keys, bias = keys.cpu().float(), model.b_in[layer].detach().cpu().float().repeat(n // dm)
+    top_v = torch.full((n, k), -math.inf)
+    top_s, top_p = torch.zeros((n, k), dtype=torch.long), torch.zeros((n, k), dtype=torch.long)
+    for start in range(0, tokens.shape[0], batch_size):
+        tb = tokens[start:start + batch_size]
+        b = tb.shape[0]
+        valid = ((torch.arange(T)[None] < lengths[start:start + b, None]) & (torch.arange(T)[None] > 0)).reshape(-1)
+        _, cache = model.run_with_cache(tb.to(model.cfg.device), names_filter=lambda x: x == name)
+        x = cache[name].reshape(b * T, -1)[valid.to(cache[name].device)].cpu().float()
+        seq_ids = (torch.arange(b)[:, None] + start).expand(b, T).reshape(-1)[valid]
+        pos_ids = torch.arange(T)[None].expand(b, T).reshape(-1)[valid]
+        a = _activation(model, x @ keys + bias).T                                  # [n, tokens in batch]
+        v, idx = torch.cat([top_v, a], 1).topk(k, dim=1)
+        top_s = torch.cat([top_s, seq_ids[None].expand(n, -1)], 1).gather(1, idx)
+        top_p = torch.cat([top_p, pos_ids[None].expand(n, -1)], 1).gather(1, idx)
+        top_v = v
+    return top_s, top_p
 
 
 # ------------------------------------------------------------ what values promote
@@ -252,6 +334,64 @@ def classify_neuron(trigger_tokens: list[int], trigger_labels: list[str], thresh
         return "shallow"
     top_lab = max(trigger_labels.count(x) for x in set(trigger_labels))
     return "semantic" if top_lab / n > threshold else "mixed"
+
+
+#: The classes :func:`classify_neurons` returns, in the order of its codes.
+NEURON_CLASSES = ("shallow", "semantic", "mixed")
+
+
+def _mode_count(x: torch.Tensor) -> torch.Tensor:
+    """How often the commonest entry occurs along the last dimension."""
+    return (x[..., :, None] == x[..., None, :]).sum(-1).max(-1).values
+
+
+def _n_distinct(x: torch.Tensor) -> torch.Tensor:
+    """How many different entries there are along the last dimension."""
+    srt = x.sort(-1).values
+    return (srt[..., 1:] != srt[..., :-1]).sum(-1) + 1
+
+
+def classify_neurons(trigger_tokens: torch.Tensor, trigger_labels: torch.Tensor, trigger_sentences=None,
+                     threshold: float = 0.5, min_sentences: int = 1) -> torch.Tensor:
+    """:func:`classify_neuron` for many neurons at once, as codes into :data:`NEURON_CLASSES`.
+
+    ``trigger_tokens``, ``trigger_labels`` (integer label ids) and ``trigger_sentences`` (which
+    sentence each prefix sits in) are ``[..., k]``, one row per neuron. A neuron is "semantic" only
+    if one label covers more than ``threshold`` of its prefixes AND they come from at least
+    ``min_sentences`` different sentences (prefixes from one sentence share its label by construction).
+    """
+    t, lab = torch.as_tensor(trigger_tokens), torch.as_tensor(trigger_labels)
+    if t.shape != lab.shape or t.ndim < 1 or t.shape[-1] == 0:
+        raise ValueError(f"need one label per trigger token, [..., k] with k ≥ 1; got {tuple(t.shape)} and {tuple(lab.shape)}.")
+    if not isinstance(min_sentences, int) or not 1 <= min_sentences <= t.shape[-1]:
+        raise ValueError(f"min_sentences must be an int in 1..{t.shape[-1]}, got {min_sentences!r}.")
+    k = t.shape[-1]
+    semantic = _mode_count(lab) > threshold * k
+    if trigger_sentences is not None:
+        sen = torch.as_tensor(trigger_sentences)
+        if sen.shape != t.shape:
+            raise ValueError(f"trigger_sentences must have the tokens' shape {tuple(t.shape)}, got {tuple(sen.shape)}.")
+        semantic &= _n_distinct(sen) >= min_sentences
+    shallow = _mode_count(t) > threshold * k
+    return torch.where(shallow, 0, torch.where(semantic, 1, 2))
+
+
+def shuffle_within_groups(values: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``values`` permuted at random among the entries that share a group (1-d tensors of equal length).
+
+    Used as a null: labels shuffled among each token's own occurrences keep which tokens carry
+    which labels how often, and break only the link between one occurrence and its sentence.
+    """
+    values, groups = torch.as_tensor(values), torch.as_tensor(groups)
+    if values.ndim != 1 or values.shape != groups.shape:
+        raise ValueError(f"values and groups must be 1-d of the same length, got {tuple(values.shape)} and {tuple(groups.shape)}.")
+    n = len(values)
+    noise = torch.rand(n, generator=generator)
+    order_rand = np.lexsort((noise.numpy(), groups.numpy()))            # by group, random inside each group
+    order_same = np.lexsort((np.arange(n), groups.numpy()))             # by group, original order inside
+    out = values.clone()
+    out[torch.as_tensor(order_same)] = values[torch.as_tensor(order_rand)]
+    return out
 
 
 def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: torch.Tensor,
@@ -815,44 +955,56 @@ def check_value_top_tokens(fn) -> bool:
     return VALUE_TOP_TOKENS.check(fn)
 
 
-def solution_rank_one_update(W_, key, target, C):
-    """The C-metric-minimal rank-one change of W_ with key @ W_new == target."""
-    return rank_one_update(W_, key, target, C)
+def solution_multi_key_update(W_, K, V, C):
+    """The C-metric-minimal change of W_ with K @ W_new == V for n keys at once (rows of K):
+    W + C⁻¹Kᵀ (K C⁻¹ Kᵀ)⁻¹ (V − K W)."""
+    Cinv_Kt = torch.linalg.solve(C, K.T)                                     # [d_mlp, n]
+    return W_ + Cinv_Kt @ torch.linalg.solve(K @ Cinv_Kt, V - K @ W_)
 
 
-def _rank_one_cases():
-    out = []
-    for seed in (3, 4):
-        g = torch.Generator().manual_seed(seed)
-        A = torch.randn(10, 10, generator=g, dtype=torch.float64)
-        C = A @ A.T / 10 + 0.1 * torch.eye(10, dtype=torch.float64)
-        W_ = torch.randn(10, 4, generator=g, dtype=torch.float64)
-        out.append(((W_, torch.randn(10, generator=g, dtype=torch.float64),
-                     torch.randn(4, generator=g, dtype=torch.float64), C), {}))
+def _rank_one_sum(W_, K, V, C):
+    out = W_.clone()
+    for k, v in zip(K, V):                                                   # n separate rank-one edits, added
+        u = torch.linalg.solve(C, k)
+        out = out + torch.outer(u / (k @ u), v - k @ W_)
     return out
 
 
-RANK_ONE = Exercise(
-    id="ch4.rank-one-update",
-    name="rank_one_update",
-    solution=solution_rank_one_update,
-    cases=_rank_one_cases,
+def _multi_key_cases():
+    out = []
+    for seed, n in ((3, 3), (4, 2), (5, 1)):
+        g = torch.Generator().manual_seed(seed)
+        A = torch.randn(10, 10, generator=g, dtype=torch.float64)
+        C = A @ A.T / 10 + 0.1 * torch.eye(10, dtype=torch.float64)
+        K = torch.randn(n, 10, generator=g, dtype=torch.float64) + 0.5       # keys that share a direction
+        out.append(((torch.randn(10, 4, generator=g, dtype=torch.float64), K,
+                     torch.randn(n, 4, generator=g, dtype=torch.float64), C), {}))
+    return out
+
+
+MULTI_KEY = Exercise(
+    id="ch4.multi-key-update",
+    name="multi_key_update",
+    solution=solution_multi_key_update,
+    cases=_multi_key_cases,
     mistakes=[
-        Mistake(lambda W_, k, t, C: W_ + torch.outer(k / (k @ k), t - k @ W_), "your edit hits the target but is "
-                "not the smallest one in the metric of C: use u = C⁻¹k / (kᵀC⁻¹k), not k / |k|²."),
-        Mistake(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k), t - k @ W_), "u must satisfy k·u = 1 "
-                "or the edited memory misses its target: divide C⁻¹k by kᵀC⁻¹k."),
-        Mistake(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k) / (k @ torch.linalg.solve(C, k)), t),
-                "the change must carry the residual target − k·W, not the target itself, or the old value is "
+        Mistake(_rank_one_sum, "n rank-one edits added together: each one also moves the OTHER keys' outputs by "
+                "(k_j · u_i) δ_i, so unless k_iᵀC⁻¹k_j = 0 for every pair of keys they miss their targets. "
+                "Solve for all n shifts at once."),
+        Mistake(lambda W_, K, V, C: W_ + K.T @ torch.linalg.solve(K @ K.T, V - K @ W_), "your edit hits every "
+                "target but is not the smallest in the metric of C: the plain metric ignores which directions "
+                "ordinary text uses. Put C⁻¹ in front of Kᵀ and inside the n × n matrix."),
+        Mistake(lambda W_, K, V, C: W_ + torch.linalg.solve(C, K.T) @ torch.linalg.solve(K @ torch.linalg.solve(C, K.T), V),
+                "the change must carry the residuals V − K·W, not the targets themselves, or the old values are "
                 "counted twice."),
     ],
     atol=1e-6,
 )
 
 
-def check_rank_one_update(fn) -> bool:
-    """Exercise: the rank-one edit with key second moment C."""
-    return RANK_ONE.check(fn)
+def check_multi_key_update(fn) -> bool:
+    """Exercise: the smallest edit of W_out (metric C) that maps n keys to n new values."""
+    return MULTI_KEY.check(fn)
 
 
 def solution_subspace_overlap(A, B):
@@ -893,9 +1045,17 @@ def check_subspace_overlap(fn) -> bool:
 RANDOM_OVERLAP_SETTING = {"r_A": 16, "r_B": 64, "d": 128}
 
 
+def random_overlap_mean(r_a: int, r_b: int, d: int) -> float:
+    """The mean :func:`subspace_overlap` of two random subspaces of ranks ``r_a`` and ``r_b`` in ``d``
+    dimensions (the closed form the prediction exercise asks for)."""
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (r_a, r_b, d)) or not (1 <= r_a <= d and 1 <= r_b <= d):
+        raise ValueError(f"ranks must be ints in 1..d and d a positive int, got r_a={r_a!r}, r_b={r_b!r}, d={d!r}.")
+    return max(r_a, r_b) / d
+
+
 def solution_random_overlap() -> float:
-    """E[overlap] of random subspaces of ranks r_A ≤ r_B in d dimensions: r_B / d."""
-    return RANDOM_OVERLAP_SETTING["r_B"] / RANDOM_OVERLAP_SETTING["d"]
+    """E[overlap] of random subspaces of ranks r_A ≤ r_B in d dimensions."""
+    return random_overlap_mean(*RANDOM_OVERLAP_SETTING.values())
 
 
 def _close_prediction(tol: float):
@@ -1021,17 +1181,28 @@ PROMOTE_BUCKETS = ("0", "1-5", "6-20", "more than 20")
 
 
 @torch.no_grad()
-def values_promoting(model, layer: int, token: int, k: int = 10) -> int:
-    """How many of block ``layer``'s values have ``token`` among the ``k`` tokens they push up most
-    (``v_i W_U``, computed in chunks of neurons so the ``d_mlp × d_vocab`` matrix is never held at once)."""
+def top_k_counts(model, layer: int, k: int = 10) -> torch.Tensor:
+    """For every token, how many of block ``layer``'s values have it among the ``k`` tokens they push up
+    most: ``[d_vocab]`` ints (``v_i W_U`` in chunks of neurons, so the ``d_mlp × d_vocab`` matrix is
+    never held at once). Chance: ``d_mlp · k / d_vocab`` per token."""
     _check_model(model)
     _check_layer(model, layer)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= model.cfg.d_vocab:
+        raise ValueError(f"k must be an int in 1..{model.cfg.d_vocab}, got {k!r}.")
+    chunk = max(1, 2**22 // model.cfg.d_vocab)
+    W_out, counts = model.W_out[layer], torch.zeros(model.cfg.d_vocab, dtype=torch.long)
+    for i in range(0, model.cfg.d_mlp, chunk):
+        top = (W_out[i:i + chunk] @ model.W_U).topk(k, dim=-1).indices.cpu()
+        counts += torch.bincount(top.flatten(), minlength=model.cfg.d_vocab)
+    return counts
+
+
+def values_promoting(model, layer: int, token: int, k: int = 10) -> int:
+    """How many of block ``layer``'s values have ``token`` among the ``k`` tokens they push up most."""
+    _check_model(model)
     if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < model.cfg.d_vocab:
         raise ValueError(f"token must be an id in 0..{model.cfg.d_vocab - 1}, got {token!r}.")
-    chunk = max(1, 2**22 // model.cfg.d_vocab)
-    W_out = model.W_out[layer]
-    return sum(int(((W_out[i:i + chunk] @ model.W_U).topk(k, dim=-1).indices == token).any(-1).sum())
-               for i in range(0, model.cfg.d_mlp, chunk))
+    return int(top_k_counts(model, layer, k)[token])
 
 
 def promote_bucket(count: int) -> str:
@@ -1051,3 +1222,36 @@ def solution_paris_values_bucket() -> str:
 
 PREDICT_PARIS_VALUES = Exercise("ch4.predict-paris-values", "predicted_paris_values", solution_paris_values_bucket, choices=PROMOTE_BUCKETS)
 check_paris_values_prediction = PREDICT_PARIS_VALUES.check_value
+
+
+#: Answers for the specificity prediction: a neuron's cost on the other facts compared with its cost on its own fact.
+SPECIFICITY_BUCKETS = ("about as much", "much less")
+
+
+def specificity_bucket(drop_on_target: float, mean_drop_on_others: float) -> str:
+    """ "much less" if the mean drop on the other facts is under half the drop on the target, else "about as much"."""
+    for name, x in (("drop_on_target", drop_on_target), ("mean_drop_on_others", mean_drop_on_others)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise ValueError(f"{name} must be a finite number (a drop in logit difference), got {x!r}.")
+    return SPECIFICITY_BUCKETS[1] if mean_drop_on_others < 0.5 * drop_on_target else SPECIFICITY_BUCKETS[0]
+
+
+PREDICT_SPECIFICITY = Exercise(
+    "ch4.predict-neuron-specificity", "predicted_specificity", specificity_bucket,
+    [((1.0, 0.9), {}), ((1.0, 0.1), {}), ((2.0, 1.5), {})],
+    mistakes=[
+        Mistake(lambda t, o: SPECIFICITY_BUCKETS[0], "a neuron chosen because one fact depends on it need not "
+                "serve the others: its key fires on that subject's context, and on other prompts it is weak or "
+                "its value points elsewhere, so removing it costs them less."),
+        Mistake(lambda t, o: SPECIFICITY_BUCKETS[1], "the neuron chosen for one fact can be a shared one: at the "
+                "retrieval site many facts read the same neurons, so removing it costs the other facts about "
+                "as much."),
+    ],
+)
+
+
+def check_specificity_prediction(predicted, drop_on_target: float, mean_drop_on_others: float) -> bool:
+    """Exercise: compare a predicted specificity (one of SPECIFICITY_BUCKETS) with the chapter's measurement."""
+    if predicted is not Ellipsis and predicted not in SPECIFICITY_BUCKETS:
+        raise CheckFailed(f"predicted_specificity: choose one of {SPECIFICITY_BUCKETS}, got {predicted!r}.")
+    return PREDICT_SPECIFICITY.check_prediction(predicted, float(drop_on_target), float(mean_drop_on_others))

@@ -198,12 +198,105 @@ def test_check_subspace_overlap():
         ffn.check_subspace_overlap(lambda A, B: float((A.T @ B).pow(2).sum() / max(A.shape[1], B.shape[1])))
 
 
-def test_check_rank_one_update():
-    assert ffn.check_rank_one_update(ffn.rank_one_update)
-    with pytest.raises(CheckFailed, match="smallest"):
-        ffn.check_rank_one_update(lambda W_, k, t, C: W_ + torch.outer(k / (k @ k), t - k @ W_))   # ignores C
-    with pytest.raises(CheckFailed, match="target"):
-        ffn.check_rank_one_update(lambda W_, k, t, C: W_ + torch.outer(torch.linalg.solve(C, k), t - k @ W_))  # not normalised
+def test_check_multi_key_update():
+    assert ffn.check_multi_key_update(ffn.solution_multi_key_update)
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    C = A @ A.T / 8 + 0.1 * torch.eye(8, dtype=torch.float64)
+    W_, K, V = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((8, 3), (3, 8), (3, 3)))
+    new = ffn.solution_multi_key_update(W_, K, V, C)
+    torch.testing.assert_close(K @ new, V)                                  # every key hits its target
+    # for one key it is the rank-one edit of section 5
+    torch.testing.assert_close(ffn.solution_multi_key_update(W_, K[:1], V[:1], C), ffn.rank_one_update(W_, K[0], V[0], C))
+    # it is the smallest change in the metric of C: the plain least-norm solution costs more
+    cost = lambda D: float(torch.trace(D.T @ C @ D))  # noqa: E731
+    plain = W_ + K.T @ torch.linalg.solve(K @ K.T, V - K @ W_)
+    torch.testing.assert_close(K @ plain, V)
+    assert cost(new - W_) < cost(plain - W_)
+    with pytest.raises(CheckFailed, match="k_iᵀC⁻¹k_j"):
+        ffn.check_multi_key_update(ffn._rank_one_sum)                           # n rank-one edits added up
+    with pytest.raises(CheckFailed, match="not the smallest"):
+        ffn.check_multi_key_update(lambda W_, K, V, C: W_ + K.T @ torch.linalg.solve(K @ K.T, V - K @ W_))
+
+
+def test_classify_neurons_matches_the_single_rule_and_counts_sentences():
+    g = torch.Generator().manual_seed(0)
+    toks, labs = torch.randint(4, (200, 8), generator=g), torch.randint(3, (200, 8), generator=g)
+    codes = ffn.classify_neurons(toks, labs)
+    assert [ffn.NEURON_CLASSES[int(c)] for c in codes] == [ffn.classify_neuron(t.tolist(), l.tolist()) for t, l in zip(toks, labs)]
+    # one label over 8 prefixes from only 2 sentences: semantic without the sentence rule, mixed with it
+    t, lab = torch.arange(8)[None], torch.zeros(1, 8, dtype=torch.long)
+    two = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]])
+    assert ffn.NEURON_CLASSES[int(ffn.classify_neurons(t, lab)[0])] == "semantic"
+    assert ffn.NEURON_CLASSES[int(ffn.classify_neurons(t, lab, two, min_sentences=5)[0])] == "mixed"
+    assert ffn.NEURON_CLASSES[int(ffn.classify_neurons(t, lab, torch.arange(8)[None], min_sentences=5)[0])] == "semantic"
+    with pytest.raises(ValueError, match="one label per"):
+        ffn.classify_neurons(t, lab[:, :4])
+    with pytest.raises(ValueError, match="min_sentences"):
+        ffn.classify_neurons(t, lab, two, min_sentences=9)
+
+
+def test_shuffle_within_groups_keeps_each_groups_values():
+    g = torch.Generator().manual_seed(0)
+    groups = torch.tensor([0, 1, 0, 2, 1, 0, 2, 2, 0])
+    values = torch.arange(9)
+    out = ffn.shuffle_within_groups(values, groups, g)
+    for k in groups.unique():
+        assert sorted(out[groups == k].tolist()) == sorted(values[groups == k].tolist())
+    assert not torch.equal(out, values) or not torch.equal(ffn.shuffle_within_groups(values, groups, g), values)
+    # a token that always carries one label keeps it; a label spread over a token's occurrences is mixed up
+    labels = torch.tensor([5, 5, 5, 1, 2, 1, 2, 1, 2, 1, 2])
+    toks = torch.tensor([9, 9, 9, 4, 4, 4, 4, 4, 4, 4, 4])
+    assert ffn.shuffle_within_groups(labels, toks, g)[:3].tolist() == [5, 5, 5]
+    with pytest.raises(ValueError, match="same length"):
+        ffn.shuffle_within_groups(values, groups[:-1])
+
+
+def test_random_keys_and_their_top_prefixes(model, sample):
+    s, st = sample
+    l = model.cfg.n_layers - 1
+    keys = ffn.random_keys_like(model.W_in[l], torch.Generator().manual_seed(0))
+    torch.testing.assert_close(keys.norm(dim=0), model.W_in[l].norm(dim=0).cpu())
+    assert not torch.allclose(keys, model.W_in[l].cpu())
+    # with the block's own keys the ranking is collect_ffn_stats'; two sets side by side give both rankings
+    seq, pos = ffn.top_prefixes_of_keys(model, s["tokens"], s["lengths"], l, torch.cat([model.W_in[l].cpu(), keys], 1), k=4)
+    assert torch.equal(seq[:model.cfg.d_mlp], st.top_seq[l]) and torch.equal(pos[:model.cfg.d_mlp], st.top_pos[l])
+    assert not torch.equal(pos[model.cfg.d_mlp:], st.top_pos[l])
+    with pytest.raises(ValueError, match="keys must be"):
+        ffn.top_prefixes_of_keys(model, s["tokens"], s["lengths"], l, keys[:, :-1])
+
+
+def test_write_covariance_of_groups(model):
+    s = ffn.labelled_sample(model, n_sequences=8, sentences_per_sequence=2, seed=3)
+    st = ffn.collect_ffn_stats(model, s["tokens"], s["lengths"], k=2, key_moment=False, n_groups=2)
+    torch.testing.assert_close(st.write_cov_of("mlp", [0, 1]), st.write_cov["mlp"], atol=1e-5, rtol=1e-4)
+    one = ffn.collect_ffn_stats(model, s["tokens"][0::2], s["lengths"][0::2], k=2, key_moment=False)   # group 0 alone
+    torch.testing.assert_close(st.write_cov_of("attn", [0]), one.write_cov["attn"], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(st.write_cov_of("attn", [0]), st.write_cov_of("attn", [1]), atol=1e-3)
+    assert (s["sentences"][:, 0] == -1).all() and int(s["sentences"].max()) == 8 * 2 - 1
+    with pytest.raises(ValueError, match="groups"):
+        st.write_cov_of("mlp", [2])
+    with pytest.raises(ValueError, match="n_groups"):
+        ffn.collect_ffn_stats(model, s["tokens"], s["lengths"], n_groups=0)
+
+
+def test_specificity_prediction_and_counts(model):
+    assert ffn.specificity_bucket(1.0, 0.2) == "much less" and ffn.specificity_bucket(1.0, 0.8) == "about as much"
+    assert ffn.check_specificity_prediction("much less", 0.79, 0.17)
+    with pytest.raises(CheckFailed, match="need not"):
+        ffn.check_specificity_prediction("about as much", 0.79, 0.17)
+    with pytest.raises(CheckFailed, match="choose one of"):
+        ffn.check_specificity_prediction("less", 0.79, 0.17)
+    with pytest.raises(ValueError, match="finite"):
+        ffn.specificity_bucket(float("nan"), 0.1)
+    l = model.cfg.n_layers - 1
+    counts = ffn.top_k_counts(model, l, 10)
+    assert int(counts.sum()) == model.cfg.d_mlp * 10
+    full = ffn.value_logits(model, l).topk(10, -1).indices
+    assert int(counts[int(full[0, 0])]) == int((full == full[0, 0]).any(-1).sum())
+    assert ffn.random_overlap_mean(16, 64, 128) == 0.5
+    with pytest.raises(ValueError, match="ranks"):
+        ffn.random_overlap_mean(0, 64, 128)
 
 
 # ------------------------------------------------- sites, necessity and GPT-2 paths
