@@ -13,16 +13,17 @@ import json
 import torch
 
 from .core import copy_losses, per_token_loss, repeated_random_tokens, second_copy_loss
-from .exercises import Exercise, Mistake
+from .exercises import CheckFailed, Exercise, Mistake
 from .plotting import phase_change_figure  # shared with chapter 5
 from .zoo.evals import training_log  # shared with chapter 5
 
-__all__ = ["card", "training_log", "phase_change_step", "steepest_rise", "icl_score_on_text", "icl_score",
-           "training_curves", "phase_change_figure",
+__all__ = ["card", "training_log", "phase_change_step", "rise_time", "steepest_rise", "suddenness_by_window",
+           "doc_start_windows", "icl_score_on_text", "icl_score", "unigram_losses",
+           "training_curves", "phase_change_figure", "suddenness_figure",
            "SKILLS", "skill_onsets", "skills_figure",
            "top_predictions", "check_is_single_token", "check_relation_recall", "check_second_copy_loss",
-           "check_no_induction_prediction", "check_icl_on_repeats_prediction",
-           "check_attn_recall_prediction"]
+           "check_no_induction_prediction", "check_icl_on_spans_prediction", "span_repeat_tokens",
+           "RECALL_BANDS", "check_attn_recall_prediction", "check_is_recalled"]
 
 
 def card(name: str) -> dict:
@@ -82,24 +83,142 @@ def steepest_rise(log: list[dict], key: str = "best_prefix_matching", window: in
             "steady_share": window / (steps[-1] - steps[0])}
 
 
-def icl_score_on_text(model, n_seqs: int = 64, seed: int = 11) -> dict:
+def rise_time(log: list[dict], key: str = "best_prefix_matching", lo: float = 0.1, hi: float = 0.9) -> dict:
+    """How long a rise takes, with no window to choose: the steps at which ``key`` first reaches
+    ``lo`` and ``hi`` of its whole rise (first to last entry), linearly interpolated between
+    log entries.
+
+    Returns ``t_lo``, ``t_hi``, ``rise_time`` (``t_hi - t_lo``), ``run`` (last minus first
+    step), ``plateau`` (``t_lo`` minus the first step) and ``steady`` (``(hi - lo) * run``: the
+    rise time of a steady, linear rise over the whole run, the theory null).
+    """
+    if not log or key not in log[-1] or "step" not in log[-1]:
+        raise ValueError(f"the log has no {key!r} entries")
+    if not 0 <= lo < hi <= 1:
+        raise ValueError(f"need 0 <= lo < hi <= 1, got lo={lo!r}, hi={hi!r}")
+    steps = [float(e["step"]) for e in log]
+    vals = [float(e[key]) for e in log]
+    total = vals[-1] - vals[0]
+    if len(log) < 2 or not total > 0:
+        raise ValueError(f"{key!r} does not rise over the log (first {vals[0]:.3g}, last {vals[-1]:.3g})")
+
+    def crossing(frac: float) -> float:
+        level = vals[0] + frac * total
+        for i in range(1, len(vals)):
+            if vals[i] >= level:
+                a, b = vals[i - 1], vals[i]
+                return steps[i - 1] + (steps[i] - steps[i - 1]) * ((level - a) / (b - a) if b > a else 1.0)
+        return steps[-1]
+
+    t_lo, t_hi = crossing(lo), crossing(hi)
+    run = steps[-1] - steps[0]
+    return {"t_lo": t_lo, "t_hi": t_hi, "rise_time": t_hi - t_lo, "run": run, "plateau": t_lo - steps[0],
+            "steady": (hi - lo) * run}
+
+
+def suddenness_by_window(log: list[dict], key: str = "best_prefix_matching", windows=None) -> list[dict]:
+    """:func:`steepest_rise` for every window length in ``windows`` (default: every multiple of
+    the logging interval that leaves room for other stretches). Each row: ``window``, ``ratio``
+    (steepest rise over the largest other change) and ``share`` (of the whole rise).
+    Shows how much the window-based test of suddenness depends on the window."""
+    if not log or len(log) < 4:
+        raise ValueError("the log needs at least four entries")
+    gap = int(log[1]["step"]) - int(log[0]["step"])
+    if windows is None:
+        windows = [gap * m for m in range(1, (len(log) - 1) // 3 + 1)]
+    rows = []
+    for w in windows:
+        r = steepest_rise(log, key, int(w))
+        rows.append({"window": int(w), "ratio": r["rise"] / r["largest_other"] if r["largest_other"] > 0 else float("inf"),
+                     "share": r["share"], "start": r["start"], "end": r["end"]})
+    return rows
+
+
+def suddenness_figure(rows: list[dict], bar: float = 3.0, title: str | None = None):
+    """The rows of :func:`suddenness_by_window`: the ratio (log scale) and the share against
+    the window length, with the ratio's ``bar`` dashed."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .plotting import PALETTE
+
+    if not rows:
+        raise ValueError("no rows: run suddenness_by_window first")
+    w = [r["window"] for r in rows]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=["steepest / largest other", "share of the whole rise"])
+    fig.add_trace(go.Scatter(x=w, y=[r["ratio"] for r in rows], mode="lines+markers", line_color=PALETTE[0],
+                             showlegend=False, hovertemplate="%{x} steps: %{y:.2f}×<extra></extra>"), row=1, col=1)
+    fig.add_hline(y=bar, line_dash="dash", line_color="#888", row=1, col=1)
+    fig.add_trace(go.Scatter(x=w, y=[r["share"] for r in rows], mode="lines+markers", line_color=PALETTE[1],
+                             showlegend=False, hovertemplate="%{x} steps: %{y:.0%}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(type="log", title_text="ratio", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(title_text="window (steps)")
+    fig.update_layout(height=340, title=title)
+    return fig
+
+
+def doc_start_windows(model, n_seqs: int = 64, seed: int = 11) -> torch.Tensor:
+    """[n_seqs, n_ctx] windows of held-out corpus text cut as the training sampler cuts its text rows:
+    the documents are joined into one stream with BOS before each, and every window starts at a
+    document's BOS (so position 1 is a document's first token). Seed 0 (the training corpus) is refused.
+    :func:`helpers.zoo.evals.corpus_windows` instead cuts the stream anywhere."""
+    from .core import model_device, require_int, require_model
+    from .zoo import corpus as C
+
+    cfg = require_model(model)
+    require_int("n_seqs", n_seqs, 2)
+    if seed == 0:
+        raise ValueError("seed 0 generated the training corpus; pick another seed for held-out text.")
+    tok = model.tokenizer
+    bos = tok.bos_token_id
+    if bos is None:
+        raise ValueError("the model's tokenizer has no bos_token_id")
+    n_ctx = int(cfg.n_ctx)
+    stream: list[int] = []
+    starts: list[int] = []
+    n_docs = 4 * n_seqs
+    docs = C.generate_corpus(seed, n_docs)
+    for doc in docs:  # as the trainer builds its stream: BOS, then the document
+        starts.append(len(stream))
+        stream += [bos] + tok.encode(doc, add_special_tokens=False)
+        if len(starts) >= n_seqs and len(stream) >= starts[n_seqs - 1] + n_ctx:
+            break
+    usable = [s for s in starts if s + n_ctx <= len(stream)][:n_seqs]
+    if len(usable) < n_seqs:
+        raise ValueError(f"{n_docs} documents give only {len(usable)} windows of {n_ctx} tokens; ask for fewer.")
+    return torch.tensor([stream[s:s + n_ctx] for s in usable]).to(model_device(model))
+
+
+def icl_score_on_text(model, n_seqs: int = 64, seed: int = 11, cut: str = "doc_start") -> dict:
     """The in-context-learning score of the training logs, on held-out corpus text only.
 
     Same definition as the logs (mean loss of the tokens at positions 200-249 minus
     that at positions 25-49, both ranges scaled by n_ctx/256), but on ``n_seqs``
-    windows of fresh corpus text (:func:`helpers.zoo.evals.corpus_windows`, never the
-    training seed) with no repeated random-token sequences. Returns ``score`` (mean over
-    windows), ``se`` (its standard error) and ``per_window``.
+    windows of fresh corpus text (never the training seed) with no repeated random-token
+    sequences. ``cut="doc_start"``: every window starts at a document, as the training
+    rows do (:func:`doc_start_windows`); ``cut="anywhere"``: windows cut the joined stream
+    anywhere (:func:`helpers.zoo.evals.corpus_windows`, what a log's ``icl_score_text``
+    uses), so the early positions often sit in a document whose beginning is cut off.
+    Returns what :func:`icl_score` returns.
     """
-    from .zoo.evals import corpus_windows
+    if cut == "doc_start":
+        tokens = doc_start_windows(model, n_seqs=n_seqs, seed=seed)
+    elif cut == "anywhere":
+        from .zoo.evals import corpus_windows
 
-    return icl_score(model, corpus_windows(model, n_seqs=n_seqs, seq_len=int(model.cfg.n_ctx), seed=seed))
+        tokens = corpus_windows(model, n_seqs=n_seqs, seq_len=int(model.cfg.n_ctx), seed=seed)
+    else:
+        raise ValueError(f"cut must be 'doc_start' or 'anywhere', got {cut!r}")
+    return icl_score(model, tokens)
 
 
 def icl_score(model, tokens) -> dict:
     """The logs' in-context-learning score on ``tokens`` [batch, pos] (BOS first, pos <= n_ctx): mean loss of the
     tokens at positions 200-249 minus that at positions 25-49, both scaled by n_ctx/256.
-    Returns ``score``, ``se`` (standard error over rows) and ``per_window``."""
+    Returns ``score``, ``se`` (standard error over rows), ``per_window`` and ``loss`` (the mean
+    next-token loss over every position of every row)."""
     n_ctx = int(model.cfg.n_ctx)
     if n_ctx < 64:
         raise ValueError(f"the ICL score needs a context of at least 64 tokens, the model has {n_ctx}")
@@ -116,7 +235,42 @@ def icl_score(model, tokens) -> dict:
     shift = lambda s: slice(s.start - 1, s.stop - 1)  # noqa: E731  (the loss of token p sits at index p - 1)
     per_window = nll[:, shift(late)].mean(1) - nll[:, shift(early)].mean(1)
     return {"score": float(per_window.mean()), "se": float(per_window.std() / n_seqs ** 0.5),
-            "per_window": per_window}
+            "per_window": per_window, "loss": float(nll.mean())}
+
+
+def unigram_losses(model, random_frac: float, n_docs: int = 2000, seed: int = 12) -> dict:
+    """What a model that ignores its context can reach: the best unigram (token-frequency) model.
+
+    The text frequencies ``q`` are counted on ``n_docs`` held-out documents joined as the
+    trainer joins them (BOS before each); the random-token rows of the training mixture are
+    uniform ``u`` over the non-special tokens. Returns ``text`` (the entropy of ``q`` in nats:
+    the unigram loss on text, measured on the text it was counted on, so if anything too low)
+    and ``mixture``: the loss of the unigram model ``p = f u + (1 - f) q`` of a mixture with a
+    share ``f = random_frac`` of random rows, ``f E_u[-ln p] + (1 - f) E_q[-ln p]``."""
+    import math
+
+    from .zoo import corpus as C
+
+    if not 0 <= random_frac <= 1:
+        raise ValueError(f"random_frac is a fraction in [0, 1], got {random_frac!r}")
+    if seed == 0:
+        raise ValueError("seed 0 generated the training corpus; pick another seed for held-out text.")
+    tok = model.tokenizer
+    ids: list[int] = []
+    for doc in C.generate_corpus(seed, n_docs):
+        ids += [tok.bos_token_id] + tok.encode(doc, add_special_tokens=False)
+    d_vocab = int(model.cfg.d_vocab)
+    q = torch.bincount(torch.tensor(ids), minlength=d_vocab).double()
+    q /= q.sum()
+    special = set(tok.all_special_ids)
+    u = torch.zeros(d_vocab, dtype=torch.float64)
+    u[[i for i in range(min(len(tok), d_vocab)) if i not in special]] = 1.0
+    u /= u.sum()
+    text = float(-(q[q > 0] * q[q > 0].log()).sum())
+    p = random_frac * u + (1 - random_frac) * q
+    nz = p > 0
+    mixture = float(-(random_frac * u[nz] + (1 - random_frac) * q[nz]).mul(p[nz].log()).sum())
+    return {"text": text, "mixture": mixture, "chance": math.log(float((u > 0).sum())), "n_tokens": len(ids)}
 
 
 def training_curves(logs: dict[str, list[dict]], key: str = "corpus_loss"):
@@ -329,24 +483,150 @@ NO_INDUCTION_SECOND_COPY = Exercise("ch0.predict-no-induction", "predicted_secon
 check_no_induction_prediction = NO_INDUCTION_SECOND_COPY.check_value
 
 
-def solution_icl_on_repeats() -> float:
-    """Reference: rs-attn-2l's ICL score (the logs' definition) on repeated random tokens only."""
-    model = _bundled("rs-attn-2l")
-    n_ctx = int(model.cfg.n_ctx)
-    tokens = repeated_random_tokens(model, n_seqs=16, length=(n_ctx - 1) // 2, seed=4)
-    return icl_score(model, tokens)["score"]
+RECALL_BANDS = ("almost none", "about half", "most but not all", "all")
 
 
-ICL_ON_REPEATS = Exercise("ch0.predict-icl-repeats", "predicted_icl_on_repeats", solution_icl_on_repeats,
-                           atol=0.5, rtol=0.0)
-check_icl_on_repeats_prediction = ICL_ON_REPEATS.check_value
+def solution_attn_recall_band(measured: float) -> str:
+    """Reference: the band of RECALL_BANDS that a measured recall falls in (below 0.2: almost none;
+    0.2 to 0.7: about half; from 0.7 up to but not including 1: most but not all; 1: all)."""
+    m = float(measured)
+    if not 0 <= m <= 1:
+        raise ValueError(f"a recall is a fraction in [0, 1], got {measured!r}")
+    return "almost none" if m < 0.2 else "about half" if m < 0.7 else "all" if m == 1 else "most but not all"
 
 
-def solution_attn_capital_recall() -> float:
-    """Reference: rs-attn-2l's top-1 recall over the training prompts of ``country_capital``."""
-    return solution_relation_recall(_bundled("rs-attn-2l"), "country_capital")
+ATTN_RECALL = Exercise(
+    "ch0.predict-attn-recall", "predicted_attn_recall", solution_attn_recall_band,
+    [((0.9,), {}), ((1.0,), {})],  # measurements the checker is tried on; the chapter passes its own
+    mistakes=[
+        Mistake(lambda measured: "almost none", "a model without MLPs still has memory: a head at the last position "
+                "can attend to the subject token and its OV circuit write the answer (a skip-trigram, Elhage et al.), "
+                "a lookup table stored in weights. The direct path alone sees only the last token, so it cannot."),
+        Mistake(lambda measured: "about half", "there is no two-way choice here: the model ranks all 2,048 tokens, "
+                "and a guess would be right about once in two thousand."),
+        Mistake(lambda measured: "all" if measured < 1 else "most but not all",
+                "compare with the measurement: the heads' lookup is not perfect here, or perfect where you expected "
+                "misses."),
+    ],
+)
 
 
-ATTN_RECALL = Exercise("ch0.predict-attn-recall", "predicted_attn_recall", solution_attn_capital_recall,
-                        atol=0.15, rtol=0.0)
-check_attn_recall_prediction = ATTN_RECALL.check_value
+def check_attn_recall_prediction(predicted_band, measured) -> bool:
+    """Exercise: a predicted band of rs-attn-2l's capital recall, against the chapter's measurement."""
+    from .exercises import CheckFailed
+
+    if predicted_band is not Ellipsis and predicted_band not in RECALL_BANDS:
+        raise CheckFailed(f"predicted_attn_recall: choose one of {RECALL_BANDS}, got {predicted_band!r}.")
+    return ATTN_RECALL.check_prediction(predicted_band, float(measured))
+
+
+def solution_icl_on_span_repeats(measured: float) -> float:
+    """Reference: the chapter's own measurement of the ICL score on windows of 8-token spans,
+    each repeated once right after itself (:func:`span_repeat_tokens`)."""
+    return float(measured)
+
+
+def span_repeat_tokens(model, n_seqs: int = 16, span: int = 8, seed: int = 4) -> torch.Tensor:
+    """[n_seqs, n_ctx] windows: BOS, then spans of ``span`` uniformly random non-special tokens,
+    each followed at once by its copy (A A B B C C ...), cut at the model's context."""
+    from .core import model_device, require_int, require_model
+
+    cfg = require_model(model)
+    require_int("n_seqs", n_seqs, 2)
+    require_int("span", span, 1)
+    n_ctx = int(cfg.n_ctx)
+    tok = model.tokenizer
+    special = set(tok.all_special_ids)
+    ordinary = torch.tensor([i for i in range(int(cfg.d_vocab)) if i not in special])
+    g = torch.Generator().manual_seed(seed)
+    n_spans = -(-(n_ctx - 1) // (2 * span))
+    spans = ordinary[torch.randint(len(ordinary), (n_seqs, n_spans, span), generator=g)]
+    body = torch.cat([spans, spans], dim=2).reshape(n_seqs, -1)[:, :n_ctx - 1]  # A A B B ...
+    return torch.cat([torch.full((n_seqs, 1), tok.bos_token_id), body], dim=1).to(model_device(model))
+
+
+ICL_ON_SPAN_REPEATS = Exercise(
+    "ch0.predict-icl-spans", "predicted_icl_on_spans", solution_icl_on_span_repeats,
+    [((-0.1,), {}), ((-1.5,), {})],  # measurements the checker is tried on; the chapter passes its own
+    mistakes=[
+        Mistake(lambda measured: -7.6, "that holds for one long repeat, where the early positions sit in the first "
+                "copy and the late ones in the second. Here both ranges hold first and second copies in about the "
+                "same proportion, so copying helps early as much as late."),
+        Mistake(lambda measured: -2.75, "that is the logged score, on the training mixture. These windows hold only "
+                "repeated spans, and the copies are spread evenly over the window."),
+    ],
+    atol=0.6, rtol=0.0)
+
+
+def check_icl_on_spans_prediction(predicted, measured) -> bool:
+    """Exercise: a predicted ICL score on windows of repeated 8-token spans, against the chapter's measurement."""
+    return ICL_ON_SPAN_REPEATS.check_prediction(predicted, float(measured))
+
+
+# ------------------------------------------------------------- design: recalled or copied?
+
+def _top1_right(model, items: list[tuple[str, str]]) -> list[bool]:
+    from .zoo import evals
+
+    return [bool(c) for c in evals.fact_recall(model, items)["correct"]] if items else []
+
+
+def _swapped(prompt: str, fact) -> list[tuple[str, str]]:
+    """The prompt with the last occurrence of the fact's subject replaced by the subject of every other
+    fact of the same relation that has a different answer, each with that fact's answer."""
+    from .zoo import world
+
+    i = prompt.rfind(fact.subject)
+    if i < 0:
+        raise ValueError(f"the subject {fact.subject!r} does not occur in the prompt {prompt!r}")
+    return [(prompt[:i] + g.subject + prompt[i + len(fact.subject):], g.answer)
+            for g in world.facts_by_relation(fact.relation) if g.answer != fact.answer]
+
+
+def _answer_in_prompt(model, prompt: str, answer: str) -> bool:
+    ids = model.tokenizer.encode(prompt, add_special_tokens=False)
+    return any(t in ids for t in model.tokenizer.encode(" " + answer, add_special_tokens=False))
+
+
+def solution_is_recalled(model, prompt: str, fact) -> bool:
+    """Reference: the answer is recalled from the weights, not copied or guessed, when (a) it is the top
+    prediction, (b) its token is not in the prompt, and (c) swapping the subject for another of the
+    same relation makes that subject's answer the top prediction for at least half of them."""
+    if not _top1_right(model, [(prompt, fact.answer)])[0] or _answer_in_prompt(model, prompt, fact.answer):
+        return False
+    moved = _top1_right(model, _swapped(prompt, fact))
+    return sum(moved) >= len(moved) / 2
+
+
+def _recalled_cases():
+    from .zoo import world
+
+    gpt, attn = _bundled("rs-gpt2-4l"), _bundled("rs-attn-2l")
+    fact = {(f.subject, f.relation): f for f in world.FACTS}
+    france, spain = fact["France", "country_capital"], fact["Spain", "country_capital"]
+    return [((gpt, "The capital of France is", france), {}),                              # recalled
+            ((gpt, "The capital of France is Paris. The capital of France is", france), {}),  # may be copied
+            ((attn, "The capital of Spain is Madrid. The capital of Spain is", spain), {}),
+            ((gpt, "I left France. Germany is a country in", fact["France", "country_continent"]), {}),  # not from
+            ((attn, "I left France. Germany is a country in", fact["France", "country_continent"]), {}),  # the subject
+            ((attn, "The currency of England is the", fact["England", "country_currency"]), {})]
+
+
+IS_RECALLED = Exercise(
+    "ch0.is-recalled", "is_recalled", solution_is_recalled, _recalled_cases,
+    mistakes=[
+        Mistake(lambda m, p, f: _top1_right(m, [(p, f.answer)])[0], "a right top prediction is not yet recall: "
+                "the answer may sit in the prompt (copied), or come from another word than the subject."),
+        Mistake(lambda m, p, f: _top1_right(m, [(p, f.answer)])[0] and sum(_top1_right(m, _swapped(p, f)))
+                >= len(_swapped(p, f)) / 2, "the answer's token is in the prompt, so an induction head could "
+                "have copied it; swapping the subject does not rule that out."),
+        Mistake(lambda m, p, f: _top1_right(m, [(p, f.answer)])[0] and not _answer_in_prompt(m, p, f.answer),
+                "the answer was right and not in the prompt, but it does not follow the subject: swap the "
+                "subject for another of the same relation and see whether the prediction moves with it."),
+    ],
+)
+
+
+def check_is_recalled(fn) -> bool:
+    """Design exercise: is the model's answer recalled from its weights, or copied from the prompt?"""
+    return IS_RECALLED.check(fn)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 import helpers
@@ -132,8 +134,72 @@ def test_predictions_reject_typical_wrong_values():
     with pytest.raises(CheckFailed, match="induction head"):
         organisms.check_no_induction_prediction(0.0)
     assert organisms.check_no_induction_prediction(7.7)
-    with pytest.raises(CheckFailed, match="mixture"):
-        organisms.check_icl_on_repeats_prediction(-2.75)
+    with pytest.raises(CheckFailed, match="one long repeat"):
+        organisms.check_icl_on_spans_prediction(-7.6, -0.1)
+    assert organisms.check_icl_on_spans_prediction(0.0, -0.1)
     with pytest.raises(CheckFailed, match="memory"):
-        organisms.check_attn_recall_prediction(0.0)
-    assert organisms.check_attn_recall_prediction(0.9)
+        organisms.check_attn_recall_prediction("almost none", 0.91)
+    with pytest.raises(CheckFailed, match="compare with the measurement"):
+        organisms.check_attn_recall_prediction("all", 0.91)  # the misconception: a perfect lookup
+    with pytest.raises(CheckFailed, match="choose one of"):
+        organisms.check_attn_recall_prediction(0.9, 0.91)
+    assert organisms.check_attn_recall_prediction("most but not all", 0.91)
+    assert organisms.solution_attn_recall_band(1.0) == "all" and organisms.solution_attn_recall_band(0.5) == "about half"
+
+
+def test_rise_time_is_window_free_and_fails_on_a_steady_rise():
+    jump = _log([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0])
+    r = organisms.rise_time(jump, "v")
+    assert r["t_lo"] == pytest.approx(42.0) and r["t_hi"] == pytest.approx(58.0)    # interpolated between entries
+    assert r["rise_time"] == pytest.approx(16.0) and r["plateau"] == pytest.approx(42.0) and r["steady"] == pytest.approx(80.0)
+    steady = organisms.rise_time(_log([0.1 * i for i in range(11)]), "v")
+    assert steady["rise_time"] == pytest.approx(steady["steady"])      # the null: a steady rise is not sudden
+    with pytest.raises(ValueError, match="does not rise"):
+        organisms.rise_time(_log([1.0, 0.5, 0.0]), "v")
+    with pytest.raises(ValueError, match="lo < hi"):
+        organisms.rise_time(jump, "v", lo=0.9, hi=0.1)
+
+
+def test_suddenness_by_window_reports_every_window():
+    jump = _log([0.0, 0.01, 0.02, 0.02, 0.5, 0.9, 0.91, 0.92, 0.93, 0.93, 0.94, 0.95, 0.95])
+    rows = organisms.suddenness_by_window(jump, "v")
+    assert [r["window"] for r in rows] == [10, 20, 30, 40]
+    assert rows[1]["ratio"] == pytest.approx(0.88 / 0.02)
+    fig = organisms.suddenness_figure(rows, title="t")
+    assert len(fig.data) == 2 and fig.layout.title.text == "t"
+    with pytest.raises(ValueError, match="no rows"):
+        organisms.suddenness_figure([])
+
+
+def test_doc_start_windows_start_at_documents(attn):
+    w = organisms.doc_start_windows(attn, n_seqs=4, seed=11)
+    bos = attn.tokenizer.bos_token_id
+    assert w.shape == (4, attn.cfg.n_ctx) and (w[:, 0] == bos).all() and (w[:, 1] != bos).all()
+    with pytest.raises(ValueError, match="seed 0"):
+        organisms.doc_start_windows(attn, n_seqs=4, seed=0)
+    with pytest.raises(ValueError, match="cut must be"):
+        organisms.icl_score_on_text(attn, n_seqs=4, cut="middle")
+
+
+def test_unigram_losses(attn):
+    u = organisms.unigram_losses(attn, 0.5, n_docs=200)
+    assert 0 < u["text"] < u["chance"] and u["text"] < u["mixture"] < u["chance"] + 1e-9
+    assert organisms.unigram_losses(attn, 1.0, n_docs=50)["mixture"] == pytest.approx(u["chance"])
+    with pytest.raises(ValueError, match="fraction"):
+        organisms.unigram_losses(attn, 1.5)
+
+
+def test_span_repeat_tokens(attn):
+    t = organisms.span_repeat_tokens(attn, n_seqs=3, span=8, seed=1)
+    assert t.shape == (3, attn.cfg.n_ctx)
+    assert (t[:, 1:9] == t[:, 9:17]).all() and not (t[:, 1:9] == t[:, 17:25]).all()
+
+
+def test_is_recalled_checker_names_each_mistake():
+    assert organisms.check_is_recalled(organisms.solution_is_recalled)
+    for constant in (True, False):
+        with pytest.raises(CheckFailed):
+            organisms.check_is_recalled(lambda m, p, f, c=constant: c)
+    for m in organisms.IS_RECALLED.mistakes:
+        with pytest.raises(CheckFailed, match=re.escape(m.why[:40])):
+            organisms.check_is_recalled(m.fn)
