@@ -9,7 +9,9 @@ for the chapter's exercises.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -27,10 +29,17 @@ __all__ = [
     "decomposition_widget",
     "sublayer_sources",
     "output_bias_shares",
+    "silenced_window_losses",
+    "silencing_cost_windows",
     "silencing_costs",
+    "joint_gap_windows",
+    "gap_direction",
+    "near_least",
     "check_count_additive_terms",
     "check_rotary_terms",
     "check_joint_cost",
+    "check_joint_prediction",
+    "check_least_prediction",
     "check_least_needed_block",
 ]
 
@@ -99,22 +108,72 @@ def _ln1_bias(raw_model, layer: int):
                      "with compatibility=False?")
 
 
-def silencing_costs(model, tokens, blocks: Sequence[int] | None = None) -> list[float]:
-    """Increase in mean next-token loss on ``tokens`` when each block is replaced by the identity.
+# Silencing sweeps are the chapter's most expensive computation, and its checkers ask for the same
+# losses again and again (reference, listed mistakes, the reader's prediction). They are kept per model
+# (weakly, so a dropped model frees them) and keyed by what determines the result: the token tensor's
+# content, the set of silenced blocks, and the identity and in-place version of every weight. A call made
+# while other hooks are attached (inside someone's ``model.hooks``) is computed afresh and not kept.
+_LOSS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-    ``blocks`` lists the blocks to silence one at a time (default: every block).
+
+def _loss_key(model, tokens, blocks: tuple) -> tuple:
+    t = tokens.detach().cpu().contiguous()
+    content = hashlib.sha1(t.numpy().tobytes()).hexdigest()
+    weights = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    return (tuple(t.shape), str(t.dtype), content, blocks, weights)
+
+
+def _hooks_attached(model) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def silenced_window_losses(model, tokens, blocks: Sequence[int] = ()):
+    """Mean next-token loss of each sequence in ``tokens`` [batch, pos], with ``blocks`` silenced together.
+
+    Silencing replaces a block's attention and MLP writes by zeros (:func:`zero_block_hooks`), so the
+    block is the identity on the stream; ``blocks=()`` gives the unsilenced losses. Returns a float
+    tensor [batch]. Results are cached per model, token content, blocks and weights (see above).
     """
     import torch
 
+    from .core import require_tokens
+
     L = int(model.cfg.n_layers)
-    blocks = list(range(L)) if blocks is None else [require_int("block", b, 0, L - 1) for b in blocks]
-    with torch.no_grad():
-        base = model(tokens, return_type="loss").item()
-        out = []
-        for b in blocks:
-            with model.hooks(fwd_hooks=zero_block_hooks([b], L)):
-                out.append(model(tokens, return_type="loss").item() - base)
-    return out
+    tokens = require_tokens(model, tokens)
+    if tokens.ndim != 2 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must be [batch, pos] with pos >= 2, got shape {tuple(tokens.shape)}.")
+    blocks = tuple(sorted({require_int("block", b, 0, L - 1) for b in blocks}))
+    def forward():
+        with torch.no_grad(), model.hooks(fwd_hooks=zero_block_hooks(list(blocks), L) if blocks else []):
+            nll = model(tokens, return_type="loss", loss_per_token=True)          # [batch, pos - 1]
+        return nll.float().mean(-1).cpu()
+
+    if _hooks_attached(model):  # someone else's hooks change the result: compute, do not keep
+        return forward()
+    store = _LOSS_CACHE.setdefault(model, {})
+    key = _loss_key(model, tokens, blocks)
+    if key not in store:
+        store[key] = forward()
+    return store[key].clone()
+
+
+def silencing_cost_windows(model, tokens, blocks: Sequence[int] | None = None):
+    """Per-sequence loss increase when each block is silenced alone: a tensor [n_blocks, batch]."""
+    import torch
+
+    L = int(model.cfg.n_layers)
+    blocks = list(range(L)) if blocks is None else list(blocks)
+    base = silenced_window_losses(model, tokens)
+    return torch.stack([silenced_window_losses(model, tokens, [b]) - base for b in blocks])
+
+
+def silencing_costs(model, tokens, blocks: Sequence[int] | None = None) -> list[float]:
+    """Increase in mean next-token loss on ``tokens`` when each block is replaced by the identity.
+
+    ``blocks`` lists the blocks to silence one at a time (default: every block). The sequences in
+    ``tokens`` have one length, so the mean of their per-sequence losses is the loss over all tokens.
+    """
+    return silencing_cost_windows(model, tokens, blocks).mean(-1).tolist()
 
 
 # ---------------------------------------------------------------- explorer
@@ -334,42 +393,50 @@ check_rotary_terms = ROTARY_TERMS.check_value
 
 def solution_joint_cost(model, tokens, a: int, b: int) -> float:
     """Reference: loss increase with blocks a and b silenced together, minus the sum of the single increases."""
-    import torch
+    return float(joint_gap_windows(model, tokens, {"pair": (a, b)})["pair"].mean())
 
+
+def joint_gap_windows(model, tokens, pairs: dict | None = None) -> dict:
+    """Per-sequence gap (joint cost minus the sum of the single costs) for each named pair of blocks.
+
+    ``pairs`` maps a label to ``(a, b)``, blocks counted from 0; the default is the exercise's two pairs,
+    ``"blocks 1+2"`` (blocks.0 and blocks.1) and ``"last two"``. Returns ``{label: tensor [batch]}``.
+    """
     L = int(model.cfg.n_layers)
-    with torch.no_grad():
-        base = model(tokens, return_type="loss").item()
-        with model.hooks(fwd_hooks=zero_block_hooks([a, b], L)):
-            both = model(tokens, return_type="loss").item() - base
-    single_a, single_b = silencing_costs(model, tokens, [a, b])
-    return both - (single_a + single_b)
+    pairs = _default_pairs(L) if pairs is None else pairs
+    base = silenced_window_losses(model, tokens)
+    out = {}
+    for label, (a, b) in pairs.items():
+        if a == b:
+            raise ValueError(f"pair {label!r}: silence two different blocks, got {a} twice.")
+        cost = {blocks: silenced_window_losses(model, tokens, blocks) - base for blocks in ((a,), (b,), (a, b))}
+        out[label] = cost[(a, b)] - (cost[(a,)] + cost[(b,)])
+    return out
+
+
+def _default_pairs(L: int) -> dict:
+    return {"blocks 1+2": (0, 1), "last two": (L - 2, L - 1)}
 
 
 def _joint_cost_cases(model=None, texts=None):
     if model is None:
         model, *texts = _default_run()
-    L = int(model.cfg.n_layers)
-    pairs = [(0, 1), (L - 2, L - 1)] if L > 2 else [(0, 1)]
-    return [((model, t, a, b), {}) for t in texts for a, b in pairs]
+    return [((model, t, a, b), {}) for t in texts for a, b in _default_pairs(int(model.cfg.n_layers)).values()]
 
 
 def _joint_without_base(model, tokens, a, b):
-    import torch
-
-    L = int(model.cfg.n_layers)
-    with torch.no_grad():
-        base = model(tokens, return_type="loss").item()
-        with model.hooks(fwd_hooks=zero_block_hooks([a, b], L)):
-            both = model(tokens, return_type="loss").item()
+    base = float(silenced_window_losses(model, tokens).mean())
     single_a, single_b = silencing_costs(model, tokens, [a, b])
+    both = float(silenced_window_losses(model, tokens, [a, b]).mean())
     return both - (single_a + base + single_b + base)
 
 
 JOINT_COST = Exercise(
     "ch1.joint-cost", "joint_cost", solution_joint_cost, _joint_cost_cases,
     mistakes=[
-        Mistake(lambda m, t, a, b: 0.0, "you assumed effects add because writes add. Block b computes its write "
-                "from what block a left behind, so silencing a changes b's write too."),
+        Mistake(lambda m, t, a, b: 0.0, "you assumed effects add because writes add. They need not: block b computes "
+                "its write from what block a left behind, and the loss is a nonlinear function of the final stream "
+                "(final LayerNorm, softmax)."),
         Mistake(lambda m, t, a, b: -solution_joint_cost(m, t, a, b), "the sign is flipped: the answer is the joint "
                 "cost minus the sum of the single costs."),
         Mistake(_joint_without_base, "you subtracted raw losses, not increases: each cost is a loss minus the "
@@ -379,18 +446,134 @@ JOINT_COST = Exercise(
     rtol=1e-3,
 )
 
+GAP_WORDS = ("more", "less", "same")
 
-def check_joint_cost(fn, model, texts, pairs=None) -> bool:
-    """Exercise (predict, then measure): is silencing two blocks the sum of silencing each?"""
+
+def gap_direction(gaps) -> str:
+    """'more' or 'less' if the mean per-sequence gap is at least 3 standard errors from 0, else 'same'."""
+    import torch
+
+    gaps = torch.as_tensor(gaps, dtype=torch.float64).flatten()
+    if gaps.numel() < 2:
+        raise ValueError("need the gap on at least two sequences to estimate its standard error.")
+    mean, se = float(gaps.mean()), float(gaps.std() / gaps.numel() ** 0.5)
+    return "same" if abs(mean) < 3 * se else ("more" if mean > 0 else "less")
+
+
+def _unfilled(name: str, prediction, keys=None) -> bool:
+    """True (after a reminder) while a prediction, or any entry of a dict of predictions, is still ``...``."""
+    from .exercises import _remind
+
+    values = prediction.values() if isinstance(prediction, dict) else [prediction]
+    if any(v is Ellipsis for v in values):
+        _remind(name, value=True)
+        return True
+    return False
+
+
+def _compare_gap_words(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    if not isinstance(got, dict) or set(got) != set(want):
+        raise CheckFailed(f"{what}: give a dict with the keys {sorted(want)}, got {got!r}.")
+    for key in want:
+        if got[key] not in GAP_WORDS:
+            raise CheckFailed(f"{what}[{key!r}]: answer one of {GAP_WORDS}, got {got[key]!r}.")
+    wrong = [k for k in want if got[k] != want[k]]
+    if wrong:
+        raise CheckFailed(f"{what}: " + "; ".join(f"for {k} you predicted {got[k]!r}, the measurement says "
+                                                   f"{want[k]!r}" for k in wrong) + ".")
+
+
+def _joint_prediction_cases():
+    """The chapter's measurement on held-out text, then two outcomes another model could give (so a
+    prediction that ignores the measurement is caught)."""
+    import torch
+
+    model, text, _ = _default_run()
+    wobble = torch.tensor([0.1, -0.1] * 4)
+    return [((joint_gap_windows(model, text),), {}),
+            (({"blocks 1+2": 1.0 + wobble, "last two": wobble},), {}),
+            (({"blocks 1+2": wobble, "last two": -1.0 + wobble},), {})]
+
+
+JOINT_PREDICTION = Exercise(
+    "ch1.predict-joint", "predicted_gap", lambda measured: {k: gap_direction(v) for k, v in measured.items()},
+    lambda: _joint_prediction_cases(),
+    mistakes=[
+        Mistake(lambda measured: {k: "same" for k in measured}, "you assumed the effects add because the writes add. "
+                "Later blocks compute their writes from what earlier ones left, and the loss is a nonlinear "
+                "function of the final stream, so the costs of two silenced blocks need not add."),
+        Mistake(lambda measured: {k: "more" for k in measured}, "you generalised from the one pair in §6. The gap "
+                "can have either sign: a block's write can hurt once an earlier block is gone."),
+    ],
+    compare=_compare_gap_words,
+)
+
+
+def check_joint_prediction(predicted_gap, measured) -> bool:
+    """Exercise: predicted directions ('more', 'less', 'same') of the joint-minus-sum gap, against the
+    per-sequence gaps ``measured`` ({label: tensor [batch]}); 'same' means within 3 standard errors of 0."""
+    if _unfilled("predicted_gap", predicted_gap):
+        return False
+    return JOINT_PREDICTION.check_prediction(predicted_gap, measured)
+
+
+def check_joint_cost(fn, model, texts, predicted_gap=None, pairs=None) -> bool:
+    """Exercise (predict, then measure): is silencing two blocks the sum of silencing each?
+
+    With ``predicted_gap`` ({"blocks 1+2": ..., "last two": ...}), the prediction must be filled in
+    before the function is checked, and is then checked against the measurement on ``texts[0]``.
+    """
     L = int(model.cfg.n_layers)
-    pairs = pairs or ([(0, 1), (L - 2, L - 1)] if L > 2 else [(0, 1)])
-    return JOINT_COST.check(fn, [((model, t, a, b), {}) for t in texts for a, b in pairs])
+    if predicted_gap is not None and _unfilled("predicted_gap", predicted_gap):
+        return False
+    pairs = pairs or list(_default_pairs(L).values())
+    if not JOINT_COST.check(fn, [((model, t, a, b), {}) for t in texts for a, b in pairs]):
+        return False
+    if predicted_gap is None:
+        return True
+    return check_joint_prediction(predicted_gap, joint_gap_windows(model, texts[0]))
+
+
+class _Near(int):
+    """A block index (the cheapest to silence) that also carries the blocks indistinguishable from it."""
+
+    near: frozenset
+
+
+def near_least(cost_windows) -> "_Near":
+    """The block whose silencing costs least, with every block whose paired cost difference from it is
+    under two standard errors over the sequences (``cost_windows``: [n_blocks, batch])."""
+    import torch
+
+    cw = torch.as_tensor(cost_windows, dtype=torch.float64)
+    if cw.ndim != 2 or cw.shape[1] < 2:
+        raise ValueError(f"cost_windows must be [n_blocks, batch >= 2], got shape {tuple(cw.shape)}.")
+    best = int(cw.mean(-1).argmin())
+    diff = cw - cw[best]                                                   # paired over the sequences
+    se = diff.std(-1) / cw.shape[1] ** 0.5
+    out = _Near(best)
+    out.near = frozenset(int(l) for l in range(cw.shape[0]) if l == best or diff[l].mean() < 2 * se[l])
+    return out
+
+
+def _compare_near(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    if isinstance(got, bool) or not isinstance(got, (int, np.integer)):
+        raise CheckFailed(f"{what}: give a block index (an int, counted from 0), got {got!r}.")
+    near = getattr(want, "near", frozenset({int(want)}))  # a listed mistake's answer is one plain block
+    if int(got) not in near:
+        blocks = ", ".join(str(b) for b in sorted(near))
+        raise CheckFailed(f"{what}: got block {int(got)}; the cheapest block to silence here is {int(want)}, "
+                          f"and the blocks within two standard errors of it are {{{blocks}}}.")
 
 
 def solution_least_needed_block(model, tokens) -> int:
-    """Reference: the block (0-based) whose silencing raises the loss on ``tokens`` least."""
-    costs = silencing_costs(model, tokens)
-    return int(min(range(len(costs)), key=costs.__getitem__))
+    """Reference: the block (0-based) whose silencing raises the loss on ``tokens`` least (with the blocks
+    within two standard errors of it, which are accepted too)."""
+    return near_least(silencing_cost_windows(model, tokens))
 
 
 def _least_needed_cases(model=None, texts=None):
@@ -399,19 +582,68 @@ def _least_needed_cases(model=None, texts=None):
     return [((model, t), {}) for t in texts]
 
 
+def _most_needed(model, tokens) -> int:
+    return int(silencing_cost_windows(model, tokens).mean(-1).argmax())
+
+
 LEAST_NEEDED = Exercise(
     "ch1.least-needed", "least_needed_block", solution_least_needed_block, _least_needed_cases,
     mistakes=[
-        Mistake(lambda m, t: int(max(range(int(m.cfg.n_layers)), key=silencing_costs(m, t).__getitem__)),
-                "that is the block the model needs MOST (the largest loss increase); the question asks for the least."),
-        Mistake(lambda m, t: solution_least_needed_block(m, t) + 1,
+        Mistake(_most_needed, "that is the block the model needs MOST (the largest loss increase); the question "
+                "asks for the least."),
+        Mistake(lambda m, t: int(silencing_cost_windows(m, t).mean(-1).argmin()) + 1,
                 "the answer is 1 too high: return the block's index counted from 0, as in hook names."),
-        Mistake(lambda m, t: int(m.cfg.n_layers) - 1, "you assumed the last block matters least. Measure it: "
-                "which block is least needed depends on the text."),
     ],
+    compare=_compare_near,
 )
 
 
-def check_least_needed_block(fn, model, texts) -> bool:
-    """Exercise (design): the block a model can most easily do without, on each text."""
-    return LEAST_NEEDED.check(fn, [((model, t), {}) for t in texts])
+def check_least_needed_block(fn, model, texts, predicted_least=None) -> bool:
+    """Exercise (predict, then design): the block a model can most easily do without, on each text.
+
+    With ``predicted_least`` (a block index from 0, predicted for the last text, repeated random tokens),
+    the prediction must be filled in first and is checked after the function passes.
+    """
+    if predicted_least is not None and _unfilled("predicted_least", predicted_least):
+        return False
+    if not LEAST_NEEDED.check(fn, [((model, t), {}) for t in texts]):
+        return False
+    if predicted_least is None:
+        return True
+    return check_least_prediction(predicted_least, silencing_cost_windows(model, texts[-1]),
+                                  silencing_cost_windows(model, texts[0]))
+
+
+def _least_prediction_cases():
+    """The chapter's measurement (repeated random tokens, held-out text), then an outcome another model
+    could give: every block costly but the first."""
+    import torch
+
+    model, text, repeated = _default_run()
+    on_repeated, on_text = silencing_cost_windows(model, repeated), silencing_cost_windows(model, text)
+    other = torch.ones_like(on_repeated) + torch.tensor([0.01, -0.01] * (on_repeated.shape[1] // 2)
+                                                        + [0.0] * (on_repeated.shape[1] % 2))
+    other[0] -= 0.9
+    return [((on_repeated, on_text), {}), ((other, other.flip(0)), {})]
+
+
+LEAST_PREDICTION = Exercise(
+    "ch1.predict-least", "predicted_least", lambda on_repeated, on_text: near_least(on_repeated),
+    lambda: _least_prediction_cases(),
+    mistakes=[
+        Mistake(lambda on_repeated, on_text: int(on_text.mean(-1).argmin()), "that is the cheapest block on the "
+                "held-out text of §6. On repeated random tokens the only useful skill is copying the first half, "
+                "and the blocks that do the copying are not spare."),
+        Mistake(lambda on_repeated, on_text: int(on_repeated.mean(-1).argmax()), "that block is the one whose "
+                "silencing costs the MOST on repeated random tokens: copying a random sequence depends on it."),
+    ],
+    compare=_compare_near,
+)
+
+
+def check_least_prediction(predicted_least, on_repeated, on_text) -> bool:
+    """Exercise: a predicted cheapest block on repeated random tokens, against the measured per-sequence
+    costs ``on_repeated`` [n_blocks, batch] (``on_text``: the same on held-out text, to name a mistake)."""
+    if _unfilled("predicted_least", predicted_least):
+        return False
+    return LEAST_PREDICTION.check_prediction(predicted_least, on_repeated, on_text)
