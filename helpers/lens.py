@@ -43,6 +43,14 @@ __all__ = [
     "train_tuned_lens",
     "kl_to_final",
     "direct_logit_attribution",
+    "fact_set",
+    "last_token_cache",
+    "fact_cache_names",
+    "answer_ranks",
+    "fact_dla",
+    "kl_by_depth",
+    "mean_distribution_kl",
+    "init_std",
     "count_paths",
     "PATH_CONVENTIONS",
     "enumerate_paths",
@@ -62,7 +70,8 @@ __all__ = [
     "rank_band",
     "first_top1_depth",
     "check_logit_lens_at",
-    "check_head_dla",
+    "check_neurons_for_half",
+    "neuron_votes",
     "check_kl_divergence",
 ]
 
@@ -370,19 +379,36 @@ def train_tuned_lens(model, tokens, steps: int = 400, lr: float = 3e-3, batch_to
     return lens, history
 
 
-def random_init_model(name: str, seed: int = 0, std: float = 0.02):
+def init_std(name: str) -> float:
+    """The standard deviation ``name`` was initialised with: a bundled model's card says
+    (``config.init_std``); hub models such as GPT-2 use 0.02."""
+    import json
+
+    from . import zoo
+
+    if name in zoo.BUNDLED_MODELS:
+        card = json.loads((zoo.model_dir(name) / "card.json").read_text())
+        return float(card["config"].get("init_std", 0.02))
+    return 0.02
+
+
+def random_init_model(name: str, seed: int = 0, std: float | None = None):
     """A model of the same shape, tokenizer and hooks as ``name``, with random weights: a null for findings.
 
-    Every matrix is drawn from N(0, std²) (GPT-2's initialisation scale), every
-    LayerNorm scale is 1 and every other vector 0; then compatibility-mode folding
-    is not needed: with LayerNorm scales 1 and biases 0 it would only centre W_U,
-    which leaves every probability unchanged. Loaded raw, so W_U stays tied to
-    W_E as in the trained checkpoint (tied parameters are drawn once).
+    Every matrix is drawn from N(0, std²), every LayerNorm scale is 1 and every
+    other vector 0. ``std=None`` (the default) uses the scale ``name`` itself was
+    initialised with (:func:`init_std`: the card's ``init_std`` for a bundled
+    model, 0.02 for GPT-2), so the null is the trained model before training.
+    Compatibility-mode folding is not needed: with LayerNorm scales 1 and biases
+    0 it would only centre W_U, which leaves every probability unchanged. Loaded
+    raw, so W_U stays tied to W_E as in the trained checkpoint (tied parameters
+    are drawn once).
     """
     from .core import reinitialize_
     from .models import load_model
 
-    return reinitialize_(load_model(name, compatibility=False), seed=seed, std=std)
+    return reinitialize_(load_model(name, compatibility=False), seed=seed,
+                         std=init_std(name) if std is None else std)
 
 
 def top1_agreement(model, cache, sublayers: bool = False, skip_first: bool = True):
@@ -413,7 +439,127 @@ def tuned_lens_logits(model, lens, cache):
         return unembed(model, translated)
 
 
+# ---------------------------------------------------------------- many prompts at once
+
+def fact_set(model, max_prompts: int | None = None) -> dict:
+    """The world's training fact prompts whose answer and a rival answer are single tokens of ``model``.
+
+    Every (fact, training template) pair that training text contains (as in
+    ``helpers.zoo.world.train_fact_prompts``), with a rival: the answer of the next
+    fact of the same relation that has a different answer. ``max_prompts`` keeps an
+    evenly spaced subset (to bound the cost on a large model). Returns a dict with
+    ``tokens`` [n, T] (BOS first, right-padded), ``last`` [n] (index of each prompt's
+    last token), ``answer`` and ``rival`` [n] token ids, ``prompts`` and ``relations``.
+    """
+    from .zoo import world as W
+
+    tok, held = model.tokenizer, W.heldout_pairs()
+
+    def one_token(word):
+        ids = tok.encode(" " + word, add_special_tokens=False)
+        return ids[0] if len(ids) == 1 else None
+
+    rows = []
+    for rel in W.RELATIONS:
+        facts = W.facts_by_relation(rel)
+        for i, f in enumerate(facts):
+            rival = next((g.answer for g in facts[i + 1:] + facts[:i] if g.answer != f.answer), None)
+            a, r = one_token(f.answer), None if rival is None else one_token(rival)
+            if a is None or r is None:
+                continue
+            rows += [(W.render(t, f.subject), a, r, rel) for t in W.TRAIN_TEMPLATES[rel] if t != held[f]]
+    if max_prompts is not None:
+        max_prompts = require_int("max_prompts", max_prompts)
+        rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, min(max_prompts, len(rows)))]
+    if not rows:
+        raise ValueError("no fact has a single-token answer and rival in this model's vocabulary.")
+    ids = [[tok.bos_token_id] + tok.encode(p, add_special_tokens=False) for p, *_ in rows]
+    T = max(map(len, ids))
+    if T > model.cfg.n_ctx:
+        raise ValueError(f"the longest fact prompt has {T} tokens, more than the context ({model.cfg.n_ctx}).")
+    tokens = torch.tensor([x + [tok.bos_token_id] * (T - len(x)) for x in ids])   # right padding: causal
+    return {"tokens": tokens, "last": torch.tensor([len(x) - 1 for x in ids]),     # attention never reads it
+            "answer": torch.tensor([a for _, a, _, _ in rows]), "rival": torch.tensor([r for _, _, r, _ in rows]),
+            "prompts": [p for p, *_ in rows], "relations": [rel for *_, rel in rows]}
+
+
+def _chunk_rows(model, T: int, depth: int = 1) -> int:
+    """Rows per chunk that keep a [depth, chunk, T, d_vocab] float32 tensor under ~128 MB."""
+    return max(1, 2**25 // (depth * T * int(model.cfg.d_vocab)))
+
+
+def last_token_cache(model, tokens, last, names: Sequence[str]) -> dict:
+    """Run ``tokens`` [n, T] and keep each hook in ``names`` at each row's position ``last`` [n] only.
+
+    Returns {name: activation [n, 1, ...]} (a position axis of length 1, so
+    ``stream_states`` and ``decompose_stream`` read it like a cache), plus
+    ``"logits"`` [n, d_vocab] at those positions. Runs in chunks whose logits
+    stay under ~128 MB, so GPT-2's 50k vocabulary is safe.
+    """
+    tokens = require_tokens(model, tokens)
+    last = torch.as_tensor(last)
+    if last.shape != (tokens.shape[0],) or int(last.min()) < 0 or int(last.max()) >= tokens.shape[1]:
+        raise ValueError(f"last must hold one position in 0..{tokens.shape[1] - 1} per row, got shape {tuple(last.shape)}.")
+    names, out = list(names), {}
+    step = _chunk_rows(model, tokens.shape[1])
+    with torch.no_grad():
+        for i in range(0, tokens.shape[0], step):
+            rows, at = torch.arange(min(step, tokens.shape[0] - i)), last[i:i + step]
+            logits, cache = model.run_with_cache(tokens[i:i + step], names_filter=lambda n: n in names)
+            out.setdefault("logits", []).append(logits[rows, at])
+            for n in names:
+                require_cache_key(cache, n)
+                out.setdefault(n, []).append(cache[n][rows, at][:, None])
+            del cache, logits
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+def fact_cache_names(n_layers: int) -> list[str]:
+    """The hooks :func:`fact_dla` and the logit lens at every sub-layer need."""
+    names = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale", "blocks.0.hook_resid_pre"]
+    for l in range(require_int("n_layers", n_layers)):
+        names += [f"blocks.{l}.attn.hook_z", f"blocks.{l}.hook_mlp_out", f"blocks.{l}.hook_resid_mid",
+                  f"blocks.{l}.hook_resid_post"]
+    return names
+
+
+def answer_ranks(model, states, answer):
+    """Rank (0 = top) of ``answer`` [n] in the logit lens of ``states`` [depth, n, d]: [depth, n], chunked."""
+    answer = torch.as_tensor(answer)
+    if states.ndim != 3 or states.shape[1] != answer.shape[0]:
+        raise ValueError(f"need states [depth, n, d] and one answer per row; got {tuple(states.shape)} and "
+                         f"{tuple(answer.shape)}.")
+    step, ranks = _chunk_rows(model, 1, states.shape[0]), []
+    with torch.no_grad():
+        for i in range(0, states.shape[1], step):
+            lg = unembed(model, states[:, i:i + step])                       # [depth, chunk, vocab]
+            a = answer[i:i + step]
+            ranks.append((lg > lg.gather(-1, a[None, :, None].expand(lg.shape[0], -1, 1))).sum(-1))
+    return torch.cat(ranks, dim=1)
+
+
 # ---------------------------------------------------------------- direct logit attribution
+
+def _dla(model, cache, a, b, pos, batch):
+    """Direct attributions [rows, parts + 1] to logit(a) - logit(b) (a, b: ids [rows]) at ``pos`` of the
+    cached rows ``batch``, with the forward pass's final scale; the last column is the unembedding bias."""
+    parts, labels = decompose_stream(model, cache)                          # [parts, batch, pos, d]
+    with torch.no_grad():
+        stack = parts[:, batch, pos]                                        # [parts, rows, d]
+        stack = (stack - stack.mean(-1, keepdim=True)) / cache["ln_final.hook_scale"][batch, pos]
+        direction = model.W_U[:, a] - model.W_U[:, b]                       # [d, rows]
+        contrib = torch.einsum("prd,dr->rp", stack, direction)
+        return torch.cat([contrib, (model.b_U[a] - model.b_U[b])[:, None]], dim=1), labels + ["unembed bias"]
+
+
+def _require_plain_ln(model, cache, n: int, what: str):
+    for key in ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"] + [
+            f"blocks.{l}.hook_mlp_out" for l in range(n)]:
+        require_cache_key(cache, key)
+    if not _ln_is_plain(model):
+        raise ValueError(f"{what} needs a model in compatibility mode "
+                         "(helpers.load_model(name)), where ln_final is a pure centre-and-rescale.")
+
 
 def direct_logit_attribution(model, cache, answer, other, pos: int = -1, batch: int = 0):
     """Split logit(answer) - logit(other) at one position into the writes that made it.
@@ -427,30 +573,66 @@ def direct_logit_attribution(model, cache, answer, other, pos: int = -1, batch: 
     """
     n = _n_layers(model)
     a, b = _token_id(model, answer), _token_id(model, other)
-    for key in ["hook_embed", "hook_pos_embed", "ln_final.hook_scale", f"blocks.{n - 1}.hook_resid_post"]:
-        require_cache_key(cache, key)
-    if not _ln_is_plain(model):
-        raise ValueError("direct_logit_attribution needs a model in compatibility mode "
-                         "(helpers.load_model(name)), where ln_final is a pure centre-and-rescale.")
+    require_cache_key(cache, f"blocks.{n - 1}.hook_resid_post")
+    _require_plain_ln(model, cache, n, "direct_logit_attribution")
     n_batch, T = cache["hook_embed"].shape[:2]
     if not isinstance(batch, int) or not 0 <= batch < n_batch:
         raise ValueError(f"batch must index one of the {n_batch} prompts in the cache, got {batch!r}.")
     if not isinstance(pos, int) or not -T <= pos < T:
         raise ValueError(f"pos must index one of the {T} positions, got {pos}.")
-    direction = model.W_U[:, a] - model.W_U[:, b]                              # [d]
-    scale = cache["ln_final.hook_scale"][batch, pos]                           # [1]
-    for layer in range(n):
-        require_cache_key(cache, f"blocks.{layer}.hook_mlp_out")
-    parts, labels = decompose_stream(model, cache)
+    contrib, labels = _dla(model, cache, torch.tensor([a]), torch.tensor([b]), pos, torch.tensor([batch]))
     with torch.no_grad():
-        stack = parts[:, batch, pos]                                            # [parts, d]
-        stack = stack - stack.mean(-1, keepdim=True)
-        contrib = (stack / scale) @ direction
-        contrib = torch.cat([contrib, (model.b_U[a] - model.b_U[b]).reshape(1)])
-        final = cache[f"blocks.{n - 1}.hook_resid_post"][batch, pos]
-        actual = float((unembed(model, final)[a] - unembed(model, final)[b]))
-    labels.append("unembed bias")
-    return labels, contrib, actual
+        final = unembed(model, cache[f"blocks.{n - 1}.hook_resid_post"][batch, pos])
+    return labels, contrib[0], float(final[a] - final[b])
+
+
+def fact_dla(model, facts: dict, fcache: dict):
+    """Direct logit attribution on every prompt of a :func:`fact_set`, from its :func:`last_token_cache`.
+
+    Returns (labels, contributions [n, n_parts], actual logit(answer) - logit(rival) [n]).
+    The contributions of each row sum to its actual difference.
+    """
+    _require_plain_ln(model, fcache, _n_layers(model), "fact_dla")
+    a, b = facts["answer"], facts["rival"]
+    rows = torch.arange(a.shape[0])
+    contrib, labels = _dla(model, fcache, a, b, 0, rows)
+    return labels, contrib, fcache["logits"][rows, a] - fcache["logits"][rows, b]
+
+
+def kl_by_depth(model, cache, tuned=None):
+    """KL(P_final ‖ P_lens) at h0 … hL per window: [L + 1, batch], in nats, BOS skipped.
+
+    The logit lens, or with ``tuned`` (a :class:`TunedLens`) the tuned lens. Each
+    window's KL is the mean over its positions; computed a few windows at a time
+    so that the lens logits stay under ~128 MB on any vocabulary.
+    """
+    n = _n_layers(model)
+    states, _ = stream_states(cache, n, sublayers=False)                  # [L + 1, batch, pos, d]
+    step, out = _chunk_rows(model, states.shape[2], n + 2), []
+    with torch.no_grad():
+        for i in range(0, states.shape[1], step):
+            st = states[:, i:i + step, 1:]
+            if tuned is not None:
+                st = torch.cat([tuned(st[:-1]), st[-1:]])
+            logq = unembed(model, st).float().log_softmax(-1)
+            logp = logq[-1:]                                              # h_L read as is: the output
+            out.append((logp.exp() * (logp - logq)).sum(-1).mean(-1))
+    return torch.cat(out, dim=1)
+
+
+def mean_distribution_kl(model, cache):
+    """KL(P_final ‖ p̄) per window [batch] for the best constant guess p̄ = the mean of P_final over
+    every position (BOS skipped) of the cached windows: a baseline that ignores the input."""
+    final = stream_states(cache, _n_layers(model), sublayers=False)[0][-1, :, 1:]   # [batch, pos, d]
+    step = _chunk_rows(model, final.shape[1], 2)
+    with torch.no_grad():
+        p_bar = sum(unembed(model, final[i:i + step]).float().softmax(-1).sum((0, 1))
+                    for i in range(0, final.shape[0], step)) / (final.shape[0] * final.shape[1])
+        out = []
+        for i in range(0, final.shape[0], step):
+            logp = unembed(model, final[i:i + step]).float().log_softmax(-1)
+            out.append((logp.exp() * (logp - p_bar.log())).sum(-1).mean(-1))
+    return torch.cat(out)
 
 
 # ---------------------------------------------------------------- figures
@@ -658,18 +840,25 @@ _DEFAULT_RUN = None
 
 
 def solution_paths_by_convention(n_layers: int, n_heads: int) -> dict:
-    """Reference: paths under each convention of :data:`PATH_CONVENTIONS`, and for parallel (GPT-J-style) blocks."""
-    counts = {c: count_paths(n_layers, n_heads, c) for c in PATH_CONVENTIONS}
-    counts["parallel"] = count_paths(n_layers, n_heads, "one-per-block")   # attention and MLP read the same stream
-    return counts
+    """Reference: three path counts the chapter's table does not show (sequential GPT-2 blocks unless named).
+
+    ``"through-an-MLP"``: sequential paths that pass at least one MLP, all sequential paths minus the
+    attention-only ones; ``"exactly-two"``: sequential paths through exactly two components (a head
+    then the MLP of one block, or one component in each of two blocks); ``"parallel"``: all paths
+    through GPT-J-style parallel blocks, where the MLP reads the stream that attention reads.
+    """
+    L, H = n_layers, n_heads
+    return {"through-an-MLP": count_paths(L, H, "sequential") - count_paths(L, H, "attention-only"),
+            "exactly-two": L * H + L * (L - 1) // 2 * (H + 1) ** 2,
+            "parallel": count_paths(L, H, "one-per-block")}
 
 
 def _compare_conventions(got, want, what: str) -> None:
     from .exercises import CheckFailed
 
     if not isinstance(got, dict):
-        raise CheckFailed(f"{what}: return a dict with one count per convention, keys {sorted(want)}; "
-                          f"a count without its convention is ambiguous. Got {type(got).__name__}.")
+        raise CheckFailed(f"{what}: return a dict with one count per question, keys {sorted(want)}; "
+                          f"got {type(got).__name__}.")
     if set(got) != set(want):
         raise CheckFailed(f"{what}: the keys must be exactly {sorted(want)} (got {sorted(map(str, got))}).")
     for key in want:
@@ -677,40 +866,39 @@ def _compare_conventions(got, want, what: str) -> None:
             raise CheckFailed(f"{what}[{key!r}]: expected {want[key]:,}, got {got[key]!r}.")
 
 
-def _swap(d: dict, a: str, b: str) -> dict:
-    out = dict(d)
-    out[a], out[b] = d[b], d[a]
-    return out
+def _with(key: str, count):
+    """A wrong answer: the reference with one entry replaced by ``count(L, H)``."""
+    return lambda L, H: {**solution_paths_by_convention(L, H), key: count(L, H)}
 
 
 PATHS_BY_CONVENTION = Exercise(
-    "ch2.paths-by-convention", "paths_by_convention", solution_paths_by_convention, [((4, 4), {}), ((12, 12), {}), ((24, 16), {}), ((2, 3), {}), ((1, 1), {})],
+    "ch2.paths-by-convention", "paths_by_convention", solution_paths_by_convention,
+    [((4, 4), {}), ((12, 12), {}), ((24, 16), {}), ((2, 3), {}), ((1, 1), {}), ((3, 5), {})],
     mistakes=[
-        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "sequential": (H + 2) ** L},
-                "in a GPT-2 block the MLP reads the stream after that block's attention, so a path can go through "
-                "a head AND the MLP of the same block: (H + 1) attention choices times 2 MLP choices, (2(H + 1))^L."),
-        Mistake(lambda L, H: _swap(solution_paths_by_convention(L, H), "sequential", "one-per-block"),
-                "the two counts are swapped: 'one-per-block' allows at most one component per block, (H + 2)^L; "
-                "'sequential' allows a head followed by the MLP, (2(H + 1))^L."),
-        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "attention-only": H ** L},
-                "an attention-only path may also skip a block along the residual connection: H + 1 choices, not H."),
-        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "sequential": (2 * H + 1) ** L},
-                "'head then MLP' is one choice per head, and 'skip attention' also combines with the MLP: "
-                "(H + 1) x 2 = 2H + 2 choices per block, not 2H + 1."),
-        Mistake(lambda L, H: {**solution_paths_by_convention(L, H), "parallel": (2 * (H + 1)) ** L},
-                "in a parallel block the MLP reads the same stream as attention, not attention's write, so no path "
-                "goes through a head and then the MLP of the same block: H + 2 choices, (H + 2)^L."),
-        Mistake(lambda L, H: {k: L * v for k, v in zip([*PATH_CONVENTIONS, "parallel"],
-                                                       (2 * (H + 1), H + 2, H + 1, H + 2))},
-                "choices in different blocks multiply (any choice in block 1 with any in block 2 ...): "
-                "a power of L, not L times the choices per block."),
+        Mistake(_with("through-an-MLP", lambda L, H: (2 * (H + 1)) ** L - (H + 2) ** L),
+                "the paths that avoid every MLP are the attention-only ones, (H + 1)^L; (H + 2)^L also counts "
+                "paths that pass an MLP (one per block)."),
+        Mistake(_with("through-an-MLP", lambda L, H: (2 * (H + 1)) ** L),
+                "that is every sequential path; subtract the (H + 1)^L that never pass an MLP."),
+        Mistake(_with("exactly-two", lambda L, H: L * (L - 1) // 2 * (H + 1) ** 2),
+                "two components can sit in ONE block: a head and then that block's MLP (H pairs per block, "
+                "L·H in all)."),
+        Mistake(_with("exactly-two", lambda L, H: L * (H + 1) * (L * (H + 1) - 1) // 2),
+                "not every pair of components is a path: two heads of the same block are alternatives, "
+                "not a route (a path passes one head per block at most)."),
+        Mistake(_with("parallel", lambda L, H: (2 * (H + 1)) ** L),
+                "in a parallel block the MLP reads the same stream as attention, not attention's write, so no "
+                "path goes through a head and then the MLP of the same block: H + 2 choices, (H + 2)^L."),
+        Mistake(_with("parallel", lambda L, H: (H + 1) ** L),
+                "a parallel block still has an MLP on the residual stream: skip, one head, OR the MLP, H + 2 "
+                "choices; (H + 1)^L is the attention-only count."),
     ],
     compare=_compare_conventions,
 )
 
 
 def check_paths_by_convention(fn) -> bool:
-    """Exercise: a dict {convention: number of paths} for L blocks of H heads (see PATH_CONVENTIONS)."""
+    """Exercise: a dict of three path counts for L blocks of H heads (see solution_paths_by_convention)."""
     return PATHS_BY_CONVENTION.check(fn)
 
 
@@ -749,11 +937,11 @@ SILENCED_RANK = Exercise(
     "ch2.predict-silenced-rank", "predicted_band", lambda rank: rank_band(rank), _silenced_rank_case,
     mistakes=[
         Mistake(lambda rank: "top-1", "the last blocks do not recall the fact from scratch: they read what the first "
-                "blocks wrote (the subject's representation, the fact moved to the last position). Remove those "
-                "writes and the later blocks have nothing to complete."),
-        Mistake(lambda rank: "top-10", "the answer does not stay among the runners-up: with the first blocks' writes "
-                "gone, the direct path and the later blocks see only the last word and its position, "
-                "which say nothing about the Eiffel Tower."),
+                "blocks wrote. Remove those writes and the later blocks have nothing to complete (where in the "
+                "prompt the fact is written, Chapter 4 measures by patching)."),
+        Mistake(lambda rank: "top-10", "the answer does not stay among the runners-up: the later blocks can still "
+                "attend to the subject's raw embeddings, but not to what blocks 1 and 2 built from them; "
+                "measured, that is not enough."),
         Mistake(lambda rank: "below top-100", "the later blocks still do part of the recall on their own here: "
                 "the fact survives the loss of the early writes."),
     ],
@@ -781,13 +969,15 @@ def first_top1_depth(ranks) -> int | None:
 
 def _lens_depth_case():
     model, _ = _default_run()
-    tokens = model.to_tokens("The Colosseum stands in the city of")
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens)
-        lens_logits, _ = logit_lens(model, cache, sublayers=True)
-    ranks = token_rank(lens_logits[:, 0, -1], model.to_single_token(" Rome")).tolist()
+    out = []
+    for prompt, answer in (("The Colosseum stands in the city of", " Rome"), ("The Eiffel Tower is located in", " Paris")):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(model.to_tokens(prompt))
+            lens_logits, _ = logit_lens(model, cache, sublayers=True)
+        out.append(token_rank(lens_logits[:, 0, -1], model.to_single_token(answer)).tolist())
+    ranks, eiffel = out[0], first_top1_depth(out[1])
     n = len(ranks)                                  # then other outcomes a model could give: early, never
-    return [((ranks,), {}), (([7, 0] + [0] * (n - 2),), {}), (([9] * (n - 1) + [2],), {})]
+    return [((ranks, eiffel), {}), (([7, 0] + [0] * (n - 2), 4), {}), (([9] * (n - 1) + [2], 4), {})]
 
 
 def _compare_depth(got, want, what: str) -> None:
@@ -800,22 +990,26 @@ def _compare_depth(got, want, what: str) -> None:
 
 
 LENS_DEPTH = Exercise(
-    "ch2.predict-lens-depth", "predicted_depth", first_top1_depth, _lens_depth_case,
+    "ch2.predict-lens-depth", "predicted_depth", lambda ranks, copied: first_top1_depth(ranks), _lens_depth_case,
     mistakes=[
-        Mistake(lambda ranks: 0, "h0 is the direct path: with tied embeddings it echoes the input token "
+        Mistake(lambda ranks, copied: 0, "h0 is the direct path: with tied embeddings it echoes the input token "
                 "(here ' of'), so the answer cannot be on top before any block has written."),
-        Mistake(lambda ranks: len(ranks) - 1, "the lens reads every intermediate state with the final map; "
+        Mistake(lambda ranks, copied: len(ranks) - 1, "the lens reads every intermediate state with the final map; "
                 "the answer is written, and readable, before the last sub-layer."),
-        Mistake(lambda ranks: None, "the model does complete this prompt with the answer, so the last reading "
+        Mistake(lambda ranks, copied: None, "the model does complete this prompt with the answer, so the last reading "
                 "(the output itself) ranks it first."),
+        Mistake(lambda ranks, copied: copied, "that is the Eiffel prompt's depth, copied: the depth at which an answer "
+                "settles varies from prompt to prompt (the chapter's fact-set count shows how much)."),
     ],
     compare=_compare_depth,
 )
 
 
-def check_lens_depth_prediction(predicted_depth, ranks) -> bool:
-    """Exercise: compare a predicted first top-1 depth with the logit lens's ranks measured in the chapter."""
-    return LENS_DEPTH.check_prediction(predicted_depth, list(map(int, ranks)))
+def check_lens_depth_prediction(predicted_depth, ranks, eiffel_depth=None) -> bool:
+    """Exercise: compare a predicted first top-1 depth with the logit lens's ranks measured in the chapter
+    (``eiffel_depth``: the chapter's measured depth for its own prompt, a tempting answer to copy)."""
+    copied = None if eiffel_depth is None else int(eiffel_depth)
+    return LENS_DEPTH.check_prediction(predicted_depth, list(map(int, ranks)), copied)
 
 
 def solution_logit_lens_at(model, cache, layer: int):
@@ -846,46 +1040,57 @@ def check_logit_lens_at(fn, model, cache) -> bool:
     return LOGIT_LENS_AT.check(fn, _logit_lens_cases(model, cache))
 
 
-def solution_head_dla(model, cache, layer: int, head: int, answer: int, other: int):
-    """Reference: one head's direct contribution to logit(answer) - logit(other) at the last position."""
+def neuron_votes(model, cache, layer: int, answer: int, other: int):
+    """Direct votes [d_mlp] of block ``layer``'s MLP neurons for logit(answer) - logit(other), last position,
+    first prompt: activation × centred output row / final scale · (W_U[:, answer] - W_U[:, other])."""
+    layer = require_int("layer", layer, 0, _n_layers(model) - 1)
     with torch.no_grad():
-        z = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head]             # [d_head]
-        write = z @ model.W_O[layer, head]                                 # [d]
-        write = write - write.mean()
-        scale = cache["ln_final.hook_scale"][0, -1]
-        return float((write / scale) @ (model.W_U[:, answer] - model.W_U[:, other]))
+        post = cache[f"blocks.{layer}.mlp.hook_post"][0, -1]                      # [d_mlp]
+        rows = model.W_out[layer] - model.W_out[layer].mean(-1, keepdim=True)     # [d_mlp, d]
+        return post * (rows @ (model.W_U[:, answer] - model.W_U[:, other])) / cache["ln_final.hook_scale"][0, -1]
 
 
-def _unscaled_head_dla(model, cache, layer, head, answer, other):
-    with torch.no_grad():
-        write = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head] @ model.W_O[layer, head]
-        return float((write - write.mean()) @ (model.W_U[:, answer] - model.W_U[:, other]))
+def _count_for_half(votes, key):
+    """Fewest neurons, taken in descending ``key`` order, whose votes reach half the total (in its sign)."""
+    total = votes.sum()
+    sign = 1.0 if float(total) >= 0 else -1.0
+    order = key(votes * sign).argsort(descending=True)
+    reached = (votes * sign)[order].cumsum(0) >= abs(float(total)) / 2
+    return int(reached.float().argmax()) + 1
 
 
-def _head_dla_cases(model=None, cache=None, answer=None, other=None):
+def solution_neurons_for_half(model, cache, layer: int, answer: int, other: int) -> int:
+    """Reference: the fewest neurons of block ``layer``'s MLP whose votes, largest first, carry half its vote."""
+    return _count_for_half(neuron_votes(model, cache, layer, answer, other), lambda v: v)
+
+
+def _neurons_cases(model=None, cache=None, answer=None, other=None):
     if model is None:
         model, cache = _default_run()
         answer, other = model.to_single_token(" Paris"), model.to_single_token(" Rome")
-    n, H = _n_layers(model), int(model.cfg.n_heads)
-    picks = sorted({(0, 0), (n - 1, H - 1), (n // 2, H // 2)})
-    return [((model, cache, l, h, answer, other), {}) for l, h in picks]
+    return [((model, cache, l, answer, other), {}) for l in range(_n_layers(model))]
 
 
-HEAD_DLA = Exercise(
-    "ch2.head-dla", "head_dla", solution_head_dla, _head_dla_cases,
+NEURONS_FOR_HALF = Exercise(
+    "ch2.neurons-for-half", "neurons_for_half", solution_neurons_for_half, _neurons_cases,
     mistakes=[
-        Mistake(_unscaled_head_dla, "right direction, wrong size. Divide the head's write by the final LayerNorm's "
-                "scale, cache['ln_final.hook_scale'][0, -1], as the real forward pass does."),
-        Mistake(lambda m, c, l, h, a, b: -solution_head_dla(m, c, l, h, a, b),
-                "the sign is flipped: the direction is W_U[:, answer] - W_U[:, other]."),
+        Mistake(lambda m, c, l, a, b: _count_for_half(neuron_votes(m, c, l, a, b), torch.abs),
+                "you ranked the neurons by the size of their vote, whatever its sign; a neuron voting against "
+                "takes you further from half, so take the largest votes FOR first."),
+        Mistake(lambda m, c, l, a, b: int((neuron_votes(m, c, l, a, b) > 0).sum()),
+                "that counts every neuron voting for the answer; the question is how few of them, largest "
+                "first, already add up to half of the MLP's vote."),
+        Mistake(lambda m, c, l, a, b: _count_for_half(neuron_votes(m, c, l, a, b),
+                                                      lambda v: c[f"blocks.{l}.mlp.hook_post"][0, -1]),
+                "you ranked neurons by how strongly they fire; a strongly firing neuron can write in a direction "
+                "the unembedding ignores. Rank by the vote: activation × (output row · logit direction)."),
     ],
-    atol=1e-4,
 )
 
 
-def check_head_dla(fn, model, cache, answer: int, other: int) -> bool:
-    """Exercise: one head's direct contribution to logit(answer) - logit(other) at the last position."""
-    return HEAD_DLA.check(fn, _head_dla_cases(model, cache, answer, other))
+def check_neurons_for_half(fn, model, cache, answer: int, other: int) -> bool:
+    """Exercise: how many of an MLP's neurons carry half of its direct vote (every block of the model)."""
+    return NEURONS_FOR_HALF.check(fn, _neurons_cases(model, cache, answer, other))
 
 
 def solution_kl_divergence(final_logits, lens_logits):

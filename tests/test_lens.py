@@ -195,20 +195,28 @@ def test_figures_build(tiny_model, run):
 # ---------------------------------------------------------------- exercise checkers
 
 def test_paths_by_convention_checker():
-    assert lens.check_paths_by_convention(lens.solution_paths_by_convention)
+    sol = lens.solution_paths_by_convention
+    for L in range(1, 4):                      # the formulas agree with listing the sequential paths
+        for H in range(1, 4):
+            paths = lens.enumerate_paths(L, H, "sequential")
+            two = sum(sum((c != "skip") + ("+" in c) for c in p) == 2 for p in paths)
+            assert sol(L, H)["exactly-two"] == two
+            assert sol(L, H)["through-an-MLP"] == sum(any("MLP" in c for c in p) for p in paths)
+            assert sol(L, H)["parallel"] == len(lens.enumerate_paths(L, H, "one-per-block"))
+    assert lens.check_paths_by_convention(sol)
     assert lens.check_paths_by_convention(lambda L, H: (_ for _ in ()).throw(NotImplementedError())) is False
-    with pytest.raises(CheckFailed, match="a head AND the MLP"):          # (H + 2)^L called sequential
-        lens.check_paths_by_convention(lambda L, H: {**lens.solution_paths_by_convention(L, H), "sequential": (H + 2) ** L})
-    with pytest.raises(CheckFailed, match="ambiguous"):                   # a bare count, no convention
-        lens.check_paths_by_convention(lambda L, H: (2 * (H + 1)) ** L)
+    with pytest.raises(CheckFailed, match="attention-only ones"):        # subtracted (H + 2)^L
+        lens.check_paths_by_convention(lambda L, H: {**sol(L, H), "through-an-MLP": (2 * (H + 1)) ** L - (H + 2) ** L})
+    with pytest.raises(CheckFailed, match="ONE block"):                  # forgot head-then-MLP in one block
+        lens.check_paths_by_convention(lambda L, H: {**sol(L, H), "exactly-two": L * (L - 1) // 2 * (H + 1) ** 2})
+    with pytest.raises(CheckFailed, match="attention-only count"):       # parallel = attention-only
+        lens.check_paths_by_convention(lambda L, H: {**sol(L, H), "parallel": (H + 1) ** L})
     with pytest.raises(CheckFailed, match="keys"):
-        lens.check_paths_by_convention(lambda L, H: {"gpt2": (2 * (H + 1)) ** L})
-    with pytest.raises(CheckFailed, match="multiply"):
-        lens.check_paths_by_convention(lambda L, H: {"sequential": 2 * (H + 1) * L, "one-per-block": (H + 2) * L,
-                                                     "attention-only": (H + 1) * L, "parallel": (H + 2) * L})
-    with pytest.raises(CheckFailed, match="parallel block"):              # parallel counted like sequential
-        lens.check_paths_by_convention(lambda L, H: {**lens.solution_paths_by_convention(L, H),
-                                                     "parallel": (2 * (H + 1)) ** L})
+        lens.check_paths_by_convention(lambda L, H: {"sequential": (2 * (H + 1)) ** L})
+    with pytest.raises(CheckFailed, match="dict"):
+        lens.check_paths_by_convention(lambda L, H: 7)
+    with pytest.raises(CheckFailed):                                     # a constant dict
+        lens.check_paths_by_convention(lambda L, H: sol(4, 4))
 
 
 def test_prediction_checkers_compare_with_the_measurement():
@@ -224,12 +232,15 @@ def test_prediction_checkers_compare_with_the_measurement():
     ranks = [1500, 800, 2, 1, 0, 0, 3, 0, 0]
     assert lens.first_top1_depth(ranks) == 7 and lens.first_top1_depth([0, 0, 1]) is None
     assert lens.check_lens_depth_prediction(7, ranks)
+    assert lens.check_lens_depth_prediction(7, ranks, 4)
     with pytest.raises(CheckFailed, match="echoes"):
         lens.check_lens_depth_prediction(0, ranks)
     with pytest.raises(CheckFailed, match="before the last sub-layer"):
         lens.check_lens_depth_prediction(8, ranks)
     with pytest.raises(CheckFailed, match="predicted depth 4"):
         lens.check_lens_depth_prediction(4, ranks)
+    with pytest.raises(CheckFailed, match="Eiffel prompt's depth, copied"):   # the other prompt's depth
+        lens.check_lens_depth_prediction(4, ranks, 4)
 
 
 def test_top1_agreement_and_random_init(tiny_model, run):
@@ -242,7 +253,8 @@ def test_random_init_model_keeps_shape_and_ties_but_not_weights(tiny_gpt2_dir, r
     rand = lens.random_init_model(str(tiny_gpt2_dir), seed=0)
     assert rand.W_E.shape == raw_model.W_E.shape and not torch.allclose(rand.W_E, raw_model.W_E)
     assert torch.equal(rand.W_U, rand.W_E.T)                               # still tied, like GPT-2 at init
-    assert abs(float(rand.W_E.detach().std()) - 0.02) < 0.002
+    assert abs(float(rand.W_E.detach().std()) - 0.02) < 0.002             # not bundled: GPT-2's 0.02
+    assert lens.init_std(str(tiny_gpt2_dir)) == 0.02
     with pytest.raises(ValueError, match="std"):
         lens.random_init_model(str(tiny_gpt2_dir), std=0)
 
@@ -256,19 +268,21 @@ def test_logit_lens_checker(tiny_model, run):
         lens.check_logit_lens_at(lambda m, c, l: lens.solution_logit_lens_at(m, c, max(l - 1, 0)) + (l == 0), tiny_model, cache)
 
 
-def test_head_dla_checker(tiny_model, run):
+def test_neurons_for_half_checker(tiny_model, run):
     _, _, cache = run
-    assert lens.check_head_dla(lens.solution_head_dla, tiny_model, cache, 5, 9)
-
-    def unscaled(model, cache, layer, head, a, b):
-        w = cache[f"blocks.{layer}.attn.hook_z"][0, -1, head] @ model.W_O[layer, head]
-        return float(((w - w.mean()) @ (model.W_U[:, a] - model.W_U[:, b])).detach())
-
-    with pytest.raises(CheckFailed, match="scale"):
-        lens.check_head_dla(unscaled, tiny_model, cache, 5, 9)
-    with pytest.raises(CheckFailed):  # the wrong head
-        lens.check_head_dla(lambda m, c, l, h, a, b: lens.solution_head_dla(m, c, l, (h + 1) % m.cfg.n_heads, a, b) + 1.0,
-                            tiny_model, cache, 5, 9)
+    a, b = 5, 9
+    assert lens.check_neurons_for_half(lens.solution_neurons_for_half, tiny_model, cache, a, b)
+    votes = lens.neuron_votes(tiny_model, cache, 0, a, b)
+    k = lens.solution_neurons_for_half(tiny_model, cache, 0, a, b)
+    sign = 1 if float(votes.sum()) >= 0 else -1
+    top = (sign * votes).sort(descending=True).values
+    assert float(top[:k].sum()) >= abs(float(votes.sum())) / 2 > float(top[:k - 1].sum())   # fewest that reach half
+    with pytest.raises(CheckFailed, match="how few"):                    # counts every neuron voting for
+        lens.check_neurons_for_half(lambda m, c, l, x, y: int((lens.neuron_votes(m, c, l, x, y) > 0).sum()),
+                                    tiny_model, cache, a, b)
+    with pytest.raises(CheckFailed):                                      # off by one
+        lens.check_neurons_for_half(lambda m, c, l, x, y: lens.solution_neurons_for_half(m, c, l, x, y) + 1,
+                                    tiny_model, cache, a, b)
 
 
 def test_kl_checker():
@@ -349,3 +363,80 @@ def test_tuned_lens_logits_and_dla_validate(tiny_model, run):
         lens.tuned_lens_logits(tiny_model, lens.TunedLens(tiny_model.cfg.n_layers + 1, tiny_model.cfg.d_model), cache)
     with pytest.raises(ValueError, match="batch"):
         lens.direct_logit_attribution(tiny_model, cache, 1, 2, batch=3)
+
+
+@pytest.mark.skipif(not _bundled_ready(), reason="the bundled rs-gpt2-4l has not been trained yet")
+def test_random_init_uses_the_organisms_own_scale():
+    import json
+
+    from helpers import zoo
+
+    card = json.loads((zoo.model_dir("rs-gpt2-4l") / "card.json").read_text())
+    assert lens.init_std("rs-gpt2-4l") == card["config"]["init_std"] == 0.05
+    rand = lens.random_init_model("rs-gpt2-4l", seed=0)
+    assert abs(float(rand.W_E.detach().std()) - 0.05) < 0.005             # not GPT-2's 0.02
+    assert abs(float(lens.random_init_model("rs-gpt2-4l", std=0.02).W_E.detach().std()) - 0.02) < 0.002
+
+
+@pytest.fixture(scope="module")
+def organism_facts():
+    if not _bundled_ready():
+        pytest.skip("the bundled rs-gpt2-4l has not been trained yet")
+    model = helpers.load_model("rs-gpt2-4l", device="cpu")
+    facts = lens.fact_set(model, max_prompts=40)
+    fcache = lens.last_token_cache(model, facts["tokens"], facts["last"], lens.fact_cache_names(model.cfg.n_layers))
+    return model, facts, fcache
+
+
+def test_fact_set_padding_and_last_token_cache(organism_facts):
+    model, facts, fcache = organism_facts
+    assert len(facts["prompts"]) == 40 and facts["tokens"].shape[0] == 40
+    assert (facts["answer"] != facts["rival"]).all()
+    with torch.no_grad():
+        for i in (0, 17, 39):                                   # right padding changes nothing before it
+            alone = model(model.to_tokens(facts["prompts"][i]))[0, -1]
+            assert torch.allclose(alone, fcache["logits"][i], atol=1e-4)
+            assert model.to_tokens(facts["prompts"][i]).shape[1] == int(facts["last"][i]) + 1
+    assert fcache["blocks.0.hook_resid_post"].shape == (40, 1, model.cfg.d_model)
+    with pytest.raises(ValueError, match="last"):
+        lens.last_token_cache(model, facts["tokens"], facts["last"][:-1], ["hook_embed"])
+    with pytest.raises(ValueError, match="has no"):
+        lens.last_token_cache(model, facts["tokens"][:2], facts["last"][:2], ["no.such.hook"])
+
+
+def test_fact_dla_sums_and_answer_ranks(organism_facts):
+    model, facts, fcache = organism_facts
+    labels, votes, diff = lens.fact_dla(model, facts, fcache)
+    assert votes.shape == (40, len(labels)) and labels[-1] == "unembed bias"
+    assert torch.allclose(votes.sum(1), diff, atol=1e-4)
+    # row 3 equals the one-prompt attribution on its own cache
+    with torch.no_grad():
+        _, cache = model.run_with_cache(model.to_tokens(facts["prompts"][3]))
+    one = lens.direct_logit_attribution(model, cache, int(facts["answer"][3]), int(facts["rival"][3]))[1]
+    assert torch.allclose(one, votes[3], atol=1e-4)
+    broken = dict(fcache, **{"ln_final.hook_scale": fcache["ln_final.hook_scale"] * 2})   # a wrong scale breaks the sum
+    assert not torch.allclose(lens.fact_dla(model, facts, broken)[1].sum(1), diff, atol=1e-4)
+    states = lens.stream_states(fcache, model.cfg.n_layers)[0][:, :, 0]
+    ranks = lens.answer_ranks(model, states, facts["answer"])
+    assert ranks.shape == (2 * model.cfg.n_layers + 1, 40)
+    assert ranks[-1].tolist() == [int(lens.token_rank(fcache["logits"][i], int(facts["answer"][i]))) for i in range(40)]
+    with pytest.raises(ValueError, match="one answer per row"):
+        lens.answer_ranks(model, states, facts["answer"][:3])
+
+
+def test_kl_by_depth_and_constant_baseline(tiny_model):
+    torch.manual_seed(0)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (3, 10))
+    with torch.no_grad():
+        logits, cache = tiny_model.run_with_cache(tokens)
+        full = lens.kl_to_final(lens.logit_lens(tiny_model, cache, sublayers=False)[0], logits)
+    per_window = lens.kl_by_depth(tiny_model, cache)
+    assert per_window.shape == (tiny_model.cfg.n_layers + 1, 3)
+    assert torch.allclose(per_window.mean(1), full, atol=1e-5) and float(per_window[-1].abs().max()) < 1e-6
+    const = lens.mean_distribution_kl(tiny_model, cache)
+    logp = logits[:, 1:].log_softmax(-1)
+    p_bar = logp.exp().mean((0, 1))
+    assert torch.allclose(const, (logp.exp() * (logp - p_bar.log())).sum(-1).mean(-1), atol=1e-5)
+    # p_bar is the best constant: any other constant guess scores worse
+    other = (logp.exp() * (logp - logp[0, 0])).sum(-1).mean()
+    assert float(const.mean()) < float(other)
