@@ -32,6 +32,8 @@ __all__ = [
     "collect_activations",
     "loss_recovered",
     "replacement_loss",
+    "pca_fvu",
+    "near_duplicate_groups",
     "reinitialize_",
     "token_variance_explained",
     "promoted_share",
@@ -43,6 +45,11 @@ __all__ = [
     "top_contexts",
     "promoted_tokens",
     "feature_explorer_figure",
+    "measure_l1_effect",
+    "l1_effect",
+    "L0_RATIO_BANDS",
+    "check_l1_prediction",
+    "solution_l1_prediction",
 ]
 
 
@@ -319,12 +326,15 @@ def loss_recovered(model, tokens: torch.Tensor, hook_name: str, sae: SparseAutoe
 
 
 @torch.no_grad()
-def replacement_loss(model, tokens: torch.Tensor, hook_name: str, replace, batch_size: int = 32) -> float:
+def replacement_loss(model, tokens: torch.Tensor, hook_name: str, replace, batch_size: int = 32,
+                     per_sequence: bool = False):
     """Mean next-token loss when the activation at ``hook_name`` is replaced, at every non-BOS
     position, by ``replace(x)`` (x: [batch, T − 1, d], returns the same shape).
 
     For controls a chapter designs itself: a random error of a given size, a projection, a
-    different reconstruction.
+    different reconstruction. With ``per_sequence=True`` it returns each sequence's mean loss
+    (a tensor [n_sequences]; their mean is the float returned otherwise), for a bootstrap
+    over sequences.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a tensor [n_sequences, seq_len] of token ids.")
@@ -341,11 +351,59 @@ def replacement_loss(model, tokens: torch.Tensor, hook_name: str, replace, batch
         out[:, 1:] = new.to(act.device, act.dtype)
         return out
 
-    total = 0.0
+    total, per_seq = 0.0, []
     for i in range(0, len(tokens), batch_size):
         tb = tokens[i:i + batch_size].to(model_device)
-        total += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, hook)])) * tb.shape[0]
-    return total / len(tokens)
+        if per_sequence:
+            per_token = model.run_with_hooks(tb, return_type="loss", loss_per_token=True, fwd_hooks=[(hook_name, hook)])
+            per_seq.append(per_token.float().mean(dim=-1).cpu())  # [batch]: every sequence has T − 1 predictions
+        else:
+            total += float(model.run_with_hooks(tb, return_type="loss", fwd_hooks=[(hook_name, hook)])) * tb.shape[0]
+    return torch.cat(per_seq) if per_sequence else total / len(tokens)
+
+
+def pca_fvu(acts: torch.Tensor, k: int) -> float:
+    """Fraction of variance unexplained by the best k-dimensional reconstruction of ``acts``
+    [N, d] around its mean (PCA: the top k principal components). A dense code with k active
+    coefficients per input: the baseline an SAE with L0 ≈ k should beat."""
+    if not isinstance(acts, torch.Tensor) or acts.ndim != 2:
+        raise ValueError("acts must be a tensor [N, d].")
+    k = require_int("k", k, minimum=0)
+    if k > acts.shape[1]:
+        raise ValueError(f"k must be between 0 and d = {acts.shape[1]}, got {k}.")
+    x = acts.double()
+    sv = torch.linalg.svdvals(x - x.mean(dim=0))
+    return float((sv[k:] ** 2).sum() / (sv ** 2).sum())
+
+
+def near_duplicate_groups(directions: torch.Tensor, threshold: float = 0.9) -> tuple[int, int]:
+    """Group directions (rows of [n, d]) that are near-copies: two rows are linked when their
+    |cos| exceeds ``threshold``, and a group is a connected set of links.
+
+    Returns (number of groups, number of rows that have at least one near-copy). n rows with no
+    near-copies give (n, 0); n copies of one direction give (1, n).
+    """
+    if not isinstance(directions, torch.Tensor) or directions.ndim != 2:
+        raise ValueError("directions must be a tensor [n, d].")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold is a |cos| in (0, 1), got {threshold!r}.")
+    n = directions.shape[0]
+    if n == 0:
+        return 0, 0
+    u = directions.double() / directions.double().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    linked = (u @ u.T).abs() > threshold
+    linked.fill_diagonal_(False)
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in linked.nonzero().tolist():
+        parent[root(i)] = root(j)
+    return len({root(i) for i in range(n)}), int(linked.any(dim=1).sum())
 
 
 def token_variance_explained(acts: torch.Tensor, token_ids: torch.Tensor) -> float:
@@ -597,62 +655,88 @@ def measure_l1_effect(activations: torch.Tensor, l1_low: float, l1_high: float, 
     return out
 
 
-def l1_effect_directions(measured: dict[str, dict[str, float]]) -> tuple[str, str]:
-    """("lower" | "same" | "higher", "fewer" | "same" | "more"): how L0 and the number of dead
-    features moved from the low to the high L1 coefficient (changes under 5 % of the larger
-    value, or under one dead feature in a hundred, count as "same")."""
+#: Bands for L0 at the higher coefficient divided by L0 at the lower one.
+L0_RATIO_BANDS = ("below 1/10", "1/10 to 1/2", "1/2 to 1", "above 1")
+
+
+def l1_effect(measured: dict[str, dict[str, float]]) -> tuple[str, str, str]:
+    """How (L0, FVU) moved from the low to the high L1 coefficient, each "lower" | "same" | "higher"
+    (a change under 5 % of the larger value counts as "same"), and the band of L0_high / L0_low
+    (one of :data:`L0_RATIO_BANDS`)."""
+    if not isinstance(measured, dict) or set(measured) != {"low", "high"}:
+        raise ValueError('measured must be {"low": metrics, "high": metrics}, as measure_l1_effect returns.')
     lo, hi = measured["low"], measured["high"]
-    l0 = "same" if abs(hi["l0"] - lo["l0"]) < 0.05 * max(hi["l0"], lo["l0"]) else ("higher" if hi["l0"] > lo["l0"] else "lower")
-    dead = hi["dead_fraction"] - lo["dead_fraction"]
-    return l0, ("same" if abs(dead) < 0.01 else ("more" if dead > 0 else "fewer"))
+
+    def direction(key):
+        a, b = float(lo[key]), float(hi[key])
+        return "same" if abs(b - a) < 0.05 * max(abs(a), abs(b)) else ("higher" if b > a else "lower")
+
+    ratio = float(hi["l0"]) / max(float(lo["l0"]), 1e-12)
+    band = next(name for name, top in zip(L0_RATIO_BANDS, (0.1, 0.5, 1.0, math.inf)) if ratio < top)
+    return direction("l0"), direction("fvu"), band
 
 
-def _l1_exercise_data() -> torch.Tensor:
-    # 20 sparse non-negative features stored in 6 dimensions: a small stand-in for the chapter's toy model
-    g = torch.Generator().manual_seed(11)
-    dirs = torch.randn(20, 6, generator=g)
-    dirs = dirs / dirs.norm(dim=1, keepdim=True)
-    codes = torch.rand(3000, 20, generator=g) * (torch.rand(3000, 20, generator=g) < 0.05)
-    return codes[(codes > 0).any(dim=1)] @ dirs
+def solution_l1_prediction(measured: dict[str, dict[str, float]]) -> tuple[str, str, str]:
+    """Reference: (L0 direction, FVU direction, band of the L0 ratio) of the chapter's own measurement."""
+    return l1_effect(measured)
 
 
-_L1_CACHE: dict[str, tuple[str, str]] = {}
+def _l1_cases():
+    # measurements of the shape measure_l1_effect returns: a moderate penalty, a collapsing one, an odd one
+    m = lambda l0, fvu: {"l0": l0, "fvu": fvu, "dead_fraction": 0.0, "mse": 0.0}
+    return [(({"low": m(2.1, 0.34), "high": m(1.3, 0.5)},), {}),
+            (({"low": m(2.1, 0.34), "high": m(0.1, 0.95)},), {}),
+            (({"low": m(2.0, 0.30), "high": m(0.7, 0.6)},), {}),
+            (({"low": m(2.0, 0.30), "high": m(2.5, 0.29)},), {})]
 
 
-def solution_l1_prediction() -> tuple[str, str]:
-    """Reference: what a 10× larger L1 coefficient does to (L0, dead features), measured on a
-    small synthetic dataset (cached)."""
-    if "answer" not in _L1_CACHE:
-        measured = measure_l1_effect(_l1_exercise_data(), 3.0, 30.0, n_features=32, steps=2000)
-        _L1_CACHE["answer"] = l1_effect_directions(measured)
-    return _L1_CACHE["answer"]
-
-
-def _compare_choice(got, want, what: str) -> None:
+def _compare_l1(got, want, what: str) -> None:
     from .exercises import CheckFailed
 
-    words = {"l0": ("lower", "same", "higher"), "dead": ("fewer", "same", "more")}
-    if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(g, str) for g in got):
-        raise CheckFailed(f"{what}: answer with two words, (L0, dead features), e.g. (\"higher\", \"same\"); got {got!r}.")
+    words = ("lower", "same", "higher")
+    if not isinstance(got, (tuple, list)) or len(got) != 3 or not all(isinstance(g, str) for g in got):
+        raise CheckFailed(f'{what}: answer with three strings, (L0, FVU, L0 ratio band), e.g. ("higher", "same", '
+                          f'"above 1"); got {got!r}.')
     a = tuple(g.strip().lower() for g in got)
-    if a[0] not in words["l0"] or a[1] not in words["dead"]:
-        raise CheckFailed(f"{what}: L0 is one of {words['l0']} and dead features one of {words['dead']}; got {got!r}.")
+    if a[0] not in words or a[1] not in words or a[2] not in L0_RATIO_BANDS:
+        raise CheckFailed(f"{what}: L0 and FVU are each one of {words}, the band one of {L0_RATIO_BANDS}; got {got!r}.")
     if a != tuple(want):
-        raise CheckFailed(f"{what}: the measurement says L0 {want[0]}, dead features {want[1]}; you predicted {a[0]}, {a[1]}.")
+        raise CheckFailed(f"{what}: the measurement says L0 {want[0]}, FVU {want[1]}, L0 ratio {want[2]}; "
+                          f"you predicted {a[0]}, {a[1]}, {a[2]}.")
 
 
 def _exercise_l1():
     from .exercises import Exercise, Mistake
 
+    def keep(measured, l0=None, fvu=None, band=None):
+        right = l1_effect(measured)
+        return (l0 or right[0], fvu or right[1], band or right[2])
+
     return Exercise(
         id="ch6.l1-prediction",
         name="l1_prediction",
         solution=solution_l1_prediction,
-        compare=_compare_choice,
+        cases=_l1_cases,
+        mistakes=[
+            Mistake(lambda m: keep(m, l0="higher"), "the L1 term is a cost on every active feature, not a reward: a "
+                    "larger coefficient makes the code sparser (lower L0), not denser."),
+            Mistake(lambda m: keep(m, band="below 1/10"), "a moderately stronger penalty does not switch the code "
+                    "off: a feature stays on wherever the reconstruction error it removes is worth more than λ times "
+                    "its activation, and the truly active features are worth more than that; the marginal ones go."),
+            Mistake(lambda m: keep(m, fvu="lower"), "a stronger penalty does not buy a better fit: it shrinks every "
+                    "code towards zero and switches marginal features off, so the reconstruction misses more (FVU "
+                    "rises)."),
+            Mistake(lambda m: keep(m, fvu="same"), "the reconstruction pays for the sparsity: with codes shrunk and "
+                    "fewer features on, FVU rises; the unit-norm decoder stops the SAE from undoing the shrinkage "
+                    "by growing its directions."),
+        ],
+        compare=_compare_l1,
     )
 
 
 L1_PREDICTION = _exercise_l1()
 
 
-check_l1_prediction = L1_PREDICTION.check_value
+def check_l1_prediction(prediction, measured: dict[str, dict[str, float]]) -> bool:
+    """Exercise: compare a predicted (L0, FVU, L0 ratio band) with the chapter's measurement ``measured``."""
+    return L1_PREDICTION.check_prediction(prediction, measured)

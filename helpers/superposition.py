@@ -49,7 +49,7 @@ __all__ = [
     "dimensionality_figure",
     "phase_diagram_figure",
     "check_feature_dimensionality",
-    "check_expected_interference",
+    "check_expected_cos4",
     "check_antipodal_pairs",
     "check_predicted_dimensionality",
     "check_six_feature_prediction",
@@ -58,7 +58,7 @@ __all__ = [
     "solution_feature_dimensionality",
     "solution_predict_dimensionality",
     "solution_six_features",
-    "solution_expected_interference",
+    "solution_expected_cos4",
     "solution_antipodal_pairs",
 ]
 
@@ -530,8 +530,6 @@ FEATURE_DIMENSIONALITY = _exercise(
         _mistake(lambda W: torch.as_tensor(W, dtype=torch.float64).norm(dim=0) ** 2,
                  "that is only the numerator ‖W_i‖²: divide by how much every feature projects onto W_i's direction."),
     ],
-    hint="W is [d_hidden, n_features] and feature i is COLUMN i. Normalise W_i but not W_j in the "
-         "denominator, include j = i, and return 0 for a feature whose column is all zeros.",
     atol=1e-6,
 )
 
@@ -541,40 +539,49 @@ def check_feature_dimensionality(fn) -> bool:
     return FEATURE_DIMENSIONALITY.check(fn)
 
 
-def solution_expected_interference(d: int) -> float:
-    """Reference solution: E[cos²] between two independent uniform unit vectors in d dims is 1/d."""
+def solution_expected_cos4(d: int) -> float:
+    """Reference solution: E[cos⁴θ] between two independent uniform unit vectors in d dims, 3/(d(d+2))."""
     d = require_int("d", d)
-    return 1.0 / d
+    if d < 1:
+        raise ValueError(f"d is a dimension, at least 1; got {d}.")
+    return 3.0 / (d * (d + 2))
 
 
-EXPECTED_INTERFERENCE = _exercise(
-    id="ch6.expected-interference",
-    name="expected_interference",
-    solution=solution_expected_interference,
+EXPECTED_COS4 = _exercise(
+    id="ch6.expected-cos4",
+    name="expected_cos4",
+    solution=solution_expected_cos4,
     cases=[((d,), {}) for d in (1, 2, 3, 16, 256)],
     mistakes=[
-        _mistake(lambda d: 1 / math.sqrt(d), "1/√d is the typical size of |cos| (the root of the mean square); "
-                 "the question asks for the mean of cos² itself. By symmetry E[u_1²] = 1/d."),
-        _mistake(lambda d: 0.0, "E[cos] is 0 (positive and negative overlaps cancel), but cos² is never negative: "
-                 "its mean is 1/d."),
-        _mistake(lambda d: 1 / d**2, "every coordinate of a unit vector has E[u_k²] = 1/d (the d of them sum to 1), "
-                 "so E[(u·e_1)²] = 1/d, not 1/d²."),
+        _mistake(lambda d: 1 / d**2, "(E[cos²])² = 1/d² is the square of the mean, not the mean of the square: "
+                 "cos² varies from pair to pair, and E[X²] = (E[X])² + Var[X] > (E[X])²."),
+        _mistake(lambda d: 3 / d**2, "3/d² treats u·v as a Gaussian with variance 1/d (E[g⁴] = 3σ⁴). That is the "
+                 "large-d limit; on the sphere the coordinates are tied by Σ u_k² = 1, which gives 3/(d(d+2)) "
+                 "(and exactly 1 when d = 1)."),
+        _mistake(lambda d: 1 / d, "1/d is E[cos²], the second moment, stated in section 1; the fourth moment is smaller."),
     ],
-    hint="By symmetry E[u_1²] is the same for every coordinate of a unit vector u, and the d of them sum to 1.",
-    atol=1e-9,
+    atol=1e-12,
 )
 
 
-def check_expected_interference(fn) -> bool:
-    """Checker: the mean squared cosine of two random directions in d dimensions."""
-    return EXPECTED_INTERFERENCE.check(fn)
+def check_expected_cos4(fn) -> bool:
+    """Checker: the mean fourth power of the cosine of two random directions in d dimensions."""
+    return EXPECTED_COS4.check(fn)
 
 
-# --- predict, then measure: the dimensionality of a triangle plus an orthogonal feature -----------
-def triangle_plus_one() -> torch.Tensor:
-    """Four unit features in 3-D: three at 120° in the (x, y) plane and one along z, columns of [3, 4]."""
-    return torch.cat([torch.cat([regular_polygon(3), torch.zeros(1, 3, dtype=torch.float64)]),
-                      torch.tensor([[0.0], [0.0], [1.0]], dtype=torch.float64)], dim=1)
+# --- predict, then measure: the dimensionality of an uneven triangle plus an orthogonal feature -----
+TRIANGLE_NORMS = (1.0, 1.0, 2.0, 0.5)
+
+
+def triangle_plus_one(norms: Sequence[float] = TRIANGLE_NORMS) -> torch.Tensor:
+    """Four features in 3-D, columns of [3, 4]: three at 120° in the (x, y) plane and one along z,
+    with lengths ``norms`` (default 1, 1, 2 for the triangle and 0.5 along z)."""
+    norms = [float(n) for n in norms]
+    if len(norms) != 4 or any(n <= 0 for n in norms):
+        raise ValueError(f"norms must be four positive lengths, got {norms!r}.")
+    W = torch.cat([torch.cat([regular_polygon(3), torch.zeros(1, 3, dtype=torch.float64)]),
+                   torch.tensor([[0.0], [0.0], [1.0]], dtype=torch.float64)], dim=1)
+    return W * torch.tensor(norms, dtype=torch.float64)
 
 
 def solution_predict_dimensionality() -> list[float]:
@@ -586,17 +593,6 @@ PREDICT_DIMENSIONALITY = _exercise(
     id="ch6.predict-dimensionality",
     name="predicted_D",
     solution=solution_predict_dimensionality,
-    mistakes=[
-        _mistake(value=[0.75, 0.75, 0.75, 0.75], why="3 dimensions over 4 features is the average m/n, not each "
-                 "feature's share: the feature along z has a dimension to itself and the triangle splits a plane."),
-        _mistake(value=[1 / 3, 1 / 3, 1 / 3, 1.0], why="the triangle spans a plane, not a line: its three features "
-                 "share two dimensions, 2/3 each."),
-        _mistake(value=[1.0, 1.0, 1.0, 1.0], why="D_i is not the norm: all four have unit norm, but three of them "
-                 "overlap (cos 120° = −1/2) and share their plane."),
-        _mistake(value=[0.5, 0.5, 0.5, 1.0], why="an antipodal pair scores 1/2; three directions at 120° each see "
-                 "1 + 2·(1/2)² = 3/2 in the denominator, so they score 2/3."),
-    ],
-    hint="D_i = 1/Σ_j cos²θ_ij for unit vectors. Which features does the one along z overlap with?",
     atol=0.02,
 )
 
@@ -644,17 +640,6 @@ SIX_FEATURES = _exercise(
     id="ch6.six-features",
     name="six_feature_prediction",
     solution=solution_six_features,
-    mistakes=[
-        _mistake(value=(2, 0), why="one feature per dimension is the dense answer; at 1 − S = 0.05 collisions are "
-                 "rare, so the model superposes features rather than drop them."),
-        _mistake(value=(5, 0), why="the pentagon was the answer for five features, not a limit: with six equally "
-                 "important features a hexagon fits, and nothing forces one feature out."),
-        _mistake(value=(6, 0), why="a regular hexagon's opposite vertices point in opposite directions: six features "
-                 "at 60° steps are three antipodal pairs."),
-        _mistake(value=(4, 2), why="two antipodal pairs at right angles is the intermediate regime; this sparse, with "
-                 "equal importances, the model keeps all six."),
-    ],
-    hint="Section 2's sparse models made a regular polygon of all their features. What is special about an even one?",
     compare=_compare_counts,
 )
 

@@ -159,6 +159,9 @@ def test_loss_recovered_reports_mean_ablation_and_added_loss():
         res["zero_ablated"], abs=1e-4)
     with pytest.raises(ValueError, match="replace returned shape"):
         S.replacement_loss(model, tokens, "blocks.0.hook_mlp_out", lambda x: x[..., :3])
+    per_seq = S.replacement_loss(model, tokens, "blocks.0.hook_mlp_out", torch.zeros_like, per_sequence=True)
+    assert per_seq.shape == (tokens.shape[0],)
+    assert float(per_seq.mean()) == pytest.approx(res["zero_ablated"], abs=1e-4)
 
 
 def test_token_variance_explained():
@@ -182,22 +185,66 @@ def test_promoted_share():
         S.promoted_share(dirs, W_U, target[:3], k=2)
 
 
-def test_l1_prediction_exercise():
-    measured = {"low": {"l0": 3.0, "dead_fraction": 0.0}, "high": {"l0": 0.2, "dead_fraction": 0.3}}
-    assert S.l1_effect_directions(measured) == ("lower", "more")
-    same = {"low": {"l0": 3.0, "dead_fraction": 0.1}, "high": {"l0": 3.05, "dead_fraction": 0.1}}
-    assert S.l1_effect_directions(same) == ("same", "same")
-    assert S.solution_l1_prediction() == ("lower", "more")
-    assert S.check_l1_prediction(("Lower", "more"))
+def _l1_measurement(l0_low, fvu_low, l0_high, fvu_high):
+    m = lambda l0, fvu: {"l0": l0, "fvu": fvu, "dead_fraction": 0.0, "mse": 0.0}
+    return {"low": m(l0_low, fvu_low), "high": m(l0_high, fvu_high)}
+
+
+def test_l1_prediction_is_checked_against_the_measurement_passed_in():
     from helpers.exercises import CheckFailed
 
+    moderate = _l1_measurement(2.14, 0.34, 1.30, 0.69)      # the chapter's measurement at λ = 3 → 5
+    collapsed = _l1_measurement(2.14, 0.34, 0.001, 1.01)    # what λ = 30 gave: the code switched off
+    assert S.l1_effect(moderate) == ("lower", "higher", "1/2 to 1")
+    assert S.l1_effect(collapsed) == ("lower", "higher", "below 1/10")
+    assert S.l1_effect(_l1_measurement(3.0, 0.3, 3.05, 0.3)) == ("same", "same", "above 1")
+    # the same prediction passes on one measurement and fails on the other: the checker grades what was measured
+    assert S.check_l1_prediction(("Lower", "higher", "1/2 to 1"), moderate)
+    with pytest.raises(CheckFailed, match="does not switch the code off"):
+        S.check_l1_prediction(("lower", "higher", "below 1/10"), moderate)
+    assert S.check_l1_prediction(("lower", "higher", "below 1/10"), collapsed)
     with pytest.raises(CheckFailed, match="not a reward"):
-        S.check_l1_prediction(("higher", "fewer"))
-    with pytest.raises(CheckFailed, match="two words"):
-        S.check_l1_prediction("lower")
+        S.check_l1_prediction(("higher", "higher", "1/2 to 1"), moderate)
+    with pytest.raises(CheckFailed, match="FVU rises"):
+        S.check_l1_prediction(("lower", "lower", "1/2 to 1"), moderate)
+    with pytest.raises(CheckFailed, match="three strings"):
+        S.check_l1_prediction("lower", moderate)
     with pytest.raises(CheckFailed, match="one of"):
-        S.check_l1_prediction(("down", "more"))
-    assert S.check_l1_prediction(...) is False
+        S.check_l1_prediction(("down", "higher", "1/2 to 1"), moderate)
+    assert S.check_l1_prediction(..., moderate) is False
+    with pytest.raises(ValueError, match="low"):
+        S.l1_effect({"high": moderate["high"]})
+
+
+@pytest.mark.slow
+def test_l1_exercise_on_the_chapters_data_stays_out_of_collapse():
+    """The chapter's λ = 5 keeps the SAE working (L0 > 0, FVU < 0.7), so the exercise is not about a dead code."""
+    import helpers.superposition as sp
+
+    toy = sp.train_toy_models(torch.full((1, 20), 0.04), torch.ones(20), 6, steps=1500, batch=256, restarts=2, seed=0)
+    x = sp.sample_sparse_features(torch.full((1, 20), 0.04), 20000, torch.Generator().manual_seed(5))[0]
+    h = x[(x > 0).any(dim=1)] @ toy.W[0].T
+    measured = S.measure_l1_effect(h, 3.0, 5.0, n_features=40, steps=2000)
+    assert measured["high"]["l0"] > 0.5 and measured["high"]["fvu"] < 0.7
+    assert S.l1_effect(measured) == ("lower", "higher", "1/2 to 1")
+
+
+def test_pca_fvu_and_near_duplicate_groups():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 2, generator=g) @ torch.randn(2, 5, generator=g)   # rank 2 in 5 dimensions
+    assert S.pca_fvu(x, 2) == pytest.approx(0.0, abs=1e-10)
+    assert S.pca_fvu(x, 0) == pytest.approx(1.0)
+    assert 0 < S.pca_fvu(x, 1) < 1
+    with pytest.raises(ValueError, match="between 0 and d"):
+        S.pca_fvu(x, 6)
+    e = torch.eye(4)
+    assert S.near_duplicate_groups(e) == (4, 0)                        # orthogonal: no copies
+    copies = torch.cat([e[:1], -e[:1], e[:1] + 0.01 * e[1:2], e[2:3]])  # three near-copies (sign ignored) and one apart
+    assert S.near_duplicate_groups(copies) == (2, 3)
+    chain = torch.tensor([[1.0, 0.0], [0.95, 0.31], [0.81, 0.59]])      # a~b and b~c but not a~c: one group
+    assert S.near_duplicate_groups(chain, threshold=0.9) == (1, 3)
+    with pytest.raises(ValueError, match="threshold"):
+        S.near_duplicate_groups(e, threshold=1.5)
 
 
 def test_reinitialize_gives_random_weights_and_keeps_hooks():

@@ -171,11 +171,21 @@ def test_check_feature_dimensionality():
         sp.check_feature_dimensionality(rows_not_columns)
 
 
-def test_check_expected_interference():
-    assert sp.check_expected_interference(sp.solution_expected_interference)
-    assert sp.check_expected_interference(_stub) is False
-    with pytest.raises(CheckFailed, match="symmetry"):
-        sp.check_expected_interference(lambda d: 1 / math.sqrt(d))
+def test_check_expected_cos4_against_sampling_and_its_mistakes():
+    assert sp.check_expected_cos4(sp.solution_expected_cos4)
+    assert sp.check_expected_cos4(_stub) is False
+    # the reference agrees with a Monte Carlo estimate (so the exercise's answer is right, not only consistent)
+    U, V = sp.random_unit_vectors(200000, 8, seed=1), sp.random_unit_vectors(200000, 8, seed=2)
+    assert float(((U * V).sum(dim=1) ** 4).mean()) == pytest.approx(sp.solution_expected_cos4(8), rel=0.03)
+    assert sp.solution_expected_cos4(1) == 1.0  # in one dimension cos = ±1
+    with pytest.raises(CheckFailed, match="square of the mean"):
+        sp.check_expected_cos4(lambda d: 1 / d**2)
+    with pytest.raises(CheckFailed, match="Gaussian"):
+        sp.check_expected_cos4(lambda d: 3 / d**2)
+    with pytest.raises(CheckFailed, match="chi-squared"):  # an unlisted wrong answer: first wrong entry plus the hint
+        sp.check_expected_cos4(lambda d: 2 / d**2)
+    with pytest.raises(ValueError):
+        sp.solution_expected_cos4(0)
 
 
 def test_check_antipodal_pairs():
@@ -198,28 +208,23 @@ def test_check_antipodal_pairs():
         sp.check_antipodal_pairs(raw_dot)
 
 
-def test_check_expected_interference_names_each_misconception():
-    with pytest.raises(CheckFailed, match="typical size"):
-        sp.check_expected_interference(lambda d: 1 / math.sqrt(d))
-    with pytest.raises(CheckFailed, match="E\\[cos\\] is 0"):
-        sp.check_expected_interference(lambda d: 0.0)
-    with pytest.raises(CheckFailed, match="expected 0.5"):  # an unlisted wrong answer: the first wrong entry
-        sp.check_expected_interference(lambda d: 1.0)
-
-
 def test_triangle_plus_one_and_its_prediction_exercise():
     W = sp.triangle_plus_one()
     assert W.shape == (3, 4)
-    assert torch.allclose(W.norm(dim=0), torch.ones(4, dtype=torch.float64))
-    assert sp.solution_predict_dimensionality() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 1.0])
-    assert sp.check_predicted_dimensionality([0.67, 0.66, 0.67, 1.0])
-    with pytest.raises(CheckFailed, match="average m/n"):
-        sp.check_predicted_dimensionality([0.75] * 4)
-    with pytest.raises(CheckFailed, match="spans a plane"):
-        sp.check_predicted_dimensionality([1 / 3, 1 / 3, 1 / 3, 1.0])
-    with pytest.raises(CheckFailed):  # unlisted wrong answer
-        sp.check_predicted_dimensionality([0.6, 0.6, 0.6, 0.9])
+    assert torch.allclose(W.norm(dim=0), torch.tensor(sp.TRIANGLE_NORMS, dtype=torch.float64))
+    # by hand: D = 1/(1 + 1/4 + 4/4) for the short triangle features, 4/(4 + 1/4 + 1/4) for the long one,
+    # and 1 for the feature alone along z, whatever its length
+    assert sp.solution_predict_dimensionality() == pytest.approx([4 / 9, 4 / 9, 8 / 9, 1.0])
+    assert sp.check_predicted_dimensionality([0.44, 0.45, 0.89, 1.0])
+    with pytest.raises(CheckFailed, match="lengths matter"):
+        sp.check_predicted_dimensionality([2 / 3, 2 / 3, 2 / 3, 1.0])
+    with pytest.raises(CheckFailed, match="whatever its length"):
+        sp.check_predicted_dimensionality([4 / 9, 4 / 9, 8 / 9, 0.25])
+    with pytest.raises(CheckFailed, match="Ŵ_i·W_j"):  # an unlisted wrong answer: first wrong entry plus the hint
+        sp.check_predicted_dimensionality([0.5, 0.5, 0.9, 1.0])
     assert sp.check_predicted_dimensionality(...) is False
+    with pytest.raises(ValueError, match="four positive"):
+        sp.triangle_plus_one((1.0, 1.0, 2.0))
 
 
 def test_six_feature_exercise_measures_a_hexagon():
