@@ -983,11 +983,7 @@ def _multi_key_cases():
 
 
 MULTI_KEY = Exercise(
-    id="ch4.multi-key-update",
-    name="multi_key_update",
-    solution=solution_multi_key_update,
-    cases=_multi_key_cases,
-    mistakes=[
+    "ch4.multi-key-update", "multi_key_update", solution_multi_key_update, _multi_key_cases, mistakes=[
         Mistake(_rank_one_sum, "n rank-one edits added together: each one also moves the OTHER keys' outputs by "
                 "(k_j · u_i) δ_i, so unless k_iᵀC⁻¹k_j = 0 for every pair of keys they miss their targets. "
                 "Solve for all n shifts at once."),

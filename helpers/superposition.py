@@ -520,11 +520,8 @@ def _mistake(*args, **kwargs):
 
 
 FEATURE_DIMENSIONALITY = _exercise(
-    id="ch6.feature-dimensionality",
-    name="feature_dimensionality",
-    solution=solution_feature_dimensionality,
-    cases=_dimensionality_cases,
-    mistakes=[
+    id="ch6.feature-dimensionality", name="feature_dimensionality", solution=solution_feature_dimensionality,
+    cases=_dimensionality_cases, mistakes=[
         _mistake(_unnormalised_dimensionality, "normalise W_i in the denominator: it is Σ_j (Ŵ_i · W_j)², the "
                  "projections of every feature onto feature i's unit direction."),
         _mistake(lambda W: torch.as_tensor(W, dtype=torch.float64).norm(dim=0) ** 2,
