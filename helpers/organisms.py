@@ -146,13 +146,13 @@ def suddenness_figure(rows: list[dict], bar: float = 3.0, title: str | None = No
         raise ValueError("no rows: run suddenness_by_window first")
     w = [r["window"] for r in rows]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
-                        subplot_titles=["steepest / largest other", "share of the whole rise"])
+                        subplot_titles=["ratio", "share of rise"])  # short: a phone gives each panel ~150 px
     fig.add_trace(go.Scatter(x=w, y=[r["ratio"] for r in rows], mode="lines+markers", line_color=PALETTE[0],
                              showlegend=False, hovertemplate="%{x} steps: %{y:.2f}×<extra></extra>"), row=1, col=1)
     fig.add_hline(y=bar, line_dash="dash", line_color="#888", row=1, col=1)
     fig.add_trace(go.Scatter(x=w, y=[r["share"] for r in rows], mode="lines+markers", line_color=PALETTE[1],
                              showlegend=False, hovertemplate="%{x} steps: %{y:.0%}<extra></extra>"), row=1, col=2)
-    fig.update_yaxes(type="log", title_text="ratio", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="steepest ÷ largest other", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title_text="window (steps)")
     fig.update_layout(height=340, title=title)
