@@ -31,7 +31,7 @@ __all__ = [
     "per_token_loss", "copy_losses", "second_copy_loss",
     "repeated_random_tokens", "repeated_token_batch", "attention_patterns",
     "previous_token_scores", "prefix_matching_scores", "duplicate_token_scores",
-    "reinitialize_",
+    "reinitialize_", "forward_cost", "scaled",
 ]
 
 
@@ -102,6 +102,51 @@ def model_device(model) -> torch.device:
         for p in params():
             return p.device
     return torch.device(getattr(getattr(model, "cfg", None), "device", "cpu"))
+
+
+# ------------------------------------------------------------------------- work that scales with the model
+def forward_cost(model) -> float:
+    """Multiply-adds per token of one forward pass, from the config (weights only).
+
+    Each block costs 4·d² for attention (Q, K, V, O) plus 2·d·d_mlp for the MLP;
+    the unembedding costs d·d_vocab. Attention scores (which grow with the
+    context) are left out: the chapters' sequences are short.
+    """
+    cfg = require_model(model)
+    d = int(cfg.d_model)
+    d_mlp = int(getattr(cfg, "d_mlp", 0) or 0)
+    if getattr(cfg, "attn_only", False):
+        d_mlp = 0
+    return float(cfg.n_layers * (4 * d * d + 2 * d * d_mlp) + d * cfg.d_vocab)
+
+
+# The largest bundled organism, rs-gpt2-4l (4 blocks, d = 128, d_mlp = 512, 2048 tokens):
+# the chapters' sample sizes were chosen for it.
+_REFERENCE_COST = 4 * (4 * 128 * 128 + 2 * 128 * 512) + 128 * 2048
+
+
+def scaled(n: int, model, minimum: int = 1, allowance: float = 4.0) -> int:
+    """``n`` (a sample size chosen for the bundled organisms), shrunk for a bigger model on a CPU.
+
+    On a CPU, a sweep over ``n`` items on ``model`` costs about
+    ``n · forward_cost(model)``. This returns the ``n'`` that keeps that cost
+    within ``allowance`` times the cost of ``n`` items on the largest bundled
+    organism, and never below ``minimum`` (the fewest items the statistic needs)
+    or above ``n``. On a GPU, and on models no bigger than the organisms, ``n``
+    comes back unchanged. On GPT-2 small (about 117 times the organism's cost
+    per token) on a CPU, ``scaled(160, model, 8)`` is 8.
+
+    Chapters print the size they used, so a reader on GPT-2 sees that the
+    figure rests on fewer samples.
+    """
+    n = require_int("n", n)
+    minimum = require_int("minimum", minimum, 1, n, note="the fewest items the statistic needs, at most n")
+    if not (isinstance(allowance, (int, float)) and allowance > 0):
+        raise ValueError(f"allowance must be a positive number, got {allowance!r}.")
+    if model_device(model).type != "cpu":
+        return n
+    factor = min(1.0, allowance * _REFERENCE_COST / forward_cost(model))
+    return max(minimum, min(n, int(round(n * factor))))
 
 
 # ------------------------------------------------------------------------- the stream

@@ -89,3 +89,33 @@ def test_write_labels_and_decomposition_sum_to_the_stream(attn):
     assert torch.allclose(parts.sum(0), cache["blocks.1.hook_resid_post"], atol=1e-4)
     with pytest.raises(ValueError, match="layer must be an int in 0..2"):
         core.decompose_stream(attn, cache, 3)
+
+
+def _shape(n_layers, d_model, d_mlp, d_vocab, device="cpu"):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(n_layers=n_layers, d_model=d_model, d_mlp=d_mlp, d_vocab=d_vocab, device=device)
+    return SimpleNamespace(cfg=cfg)
+
+
+def test_scaled_keeps_organism_sizes_and_shrinks_gpt2_on_cpu():
+    organism = _shape(4, 128, 512, 2048)
+    gpt2 = _shape(12, 768, 3072, 50257)
+    assert core.forward_cost(organism) == core._REFERENCE_COST
+    assert 110 < core.forward_cost(gpt2) / core.forward_cost(organism) < 125
+    assert core.scaled(160, organism) == 160
+    assert core.scaled(160, gpt2, minimum=8) == 8  # 160 · 4/117 ≈ 5.5, held at the minimum
+    assert core.scaled(1000, gpt2) == round(1000 * 4 * core._REFERENCE_COST / core.forward_cost(gpt2))
+    assert core.scaled(160, _shape(12, 768, 3072, 50257, device="cuda")) == 160
+
+
+def test_scaled_refuses_bad_arguments():
+    organism = _shape(4, 128, 512, 2048)
+    with pytest.raises(ValueError, match="minimum"):
+        core.scaled(8, organism, minimum=9)
+    with pytest.raises(ValueError, match="n must be"):
+        core.scaled(0, organism)
+    with pytest.raises(ValueError, match="allowance"):
+        core.scaled(8, organism, allowance=0)
+    with pytest.raises(TypeError, match="TransformerBridge"):
+        core.scaled(8, object())
