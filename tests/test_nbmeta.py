@@ -187,3 +187,19 @@ def test_every_solution_and_stub_cell_carries_its_metadata(chapter):
     found = nbmeta.problems(json.loads(chapter.read_text(encoding="utf-8")))
     assert not found, f"{chapter.name}: run `.venv/bin/python tools/nbmeta.py apply {chapter.relative_to(ROOT)}`:\n" + \
         "\n".join(found)
+
+
+def test_a_measuring_cell_inside_an_exercise_keeps_its_output():
+    """A predict-then-measure exercise: the prediction stub hides its output, the measurement shows."""
+    nb = notebook()
+    nb["cells"].insert(4, code("predicted = ...   # YOUR PREDICTION\n", "c-pred"))
+    nb["cells"].insert(5, code("measured = 2 + 2\nprint(measured)\ncheck_prediction(predicted);\n", "c-measure",
+                               tags=["remove-output"]))
+    assert nbmeta.classify(nb)[1] == [3, 4] and nbmeta.measuring_cells(nb) == [5]
+    assert any("cell 5 (measurement" in p for p in nbmeta.problems(nb))
+    nbmeta.apply(nb)
+    assert nb["cells"][4]["metadata"]["tags"] == ["remove-output"]
+    assert nb["cells"][5]["metadata"]["tags"] == []
+    assert nbmeta.problems(nb) == []
+    nb["cells"][5]["metadata"]["tags"].append("remove-output")  # hiding it again is named
+    assert any("measurement" in p for p in nbmeta.problems(nb))

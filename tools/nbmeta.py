@@ -15,8 +15,12 @@ This tool gives
   reader opens the cell), and ``"jupyter": {"source_hidden": true}`` (JupyterLab
   and Notebook 7 collapse the source); the code still runs with the rest of the
   chapter;
-* every exercise stub code cell the tag ``remove-output``, so the static book
-  shows no "not attempted yet" output under a stub.
+* every exercise stub code cell (one with a placeholder: a body that raises
+  ``NotImplementedError``, or a prediction left as ``= ...``) the tag
+  ``remove-output``, so the static book shows no "not attempted yet" output
+  under a stub. Other code cells inside an exercise measure what the reader
+  predicted; they keep their output (the reader must see the measurement the
+  prediction is graded against), and the tag is taken off them.
 
 Running it twice changes nothing the second time. Only those cells and those
 keys are touched; cell ids, other tags and every other cell stay as they are.
@@ -35,6 +39,8 @@ HIDDEN = {"jupyter": {"source_hidden": True}}
 STUB_TAG = "remove-output"
 
 _MARK = re.compile(r"```+\s*\{(exercise|solution)-(start|end)\}")
+# a placeholder the reader replaces: a function body that raises, or a prediction left as ``...``
+_PLACEHOLDER = re.compile(r"^\s*raise NotImplementedError\b|^\s*\w+\s*=\s*\.\.\.(\s|#|$)", re.M)
 
 
 def _source(cell) -> str:
@@ -44,6 +50,9 @@ def _source(cell) -> str:
 
 def classify(nb: dict) -> tuple[list[int], list[int]]:
     """Indices of (solution code cells, exercise stub code cells) in a notebook dict.
+
+    A stub is a code cell inside an exercise that holds a placeholder; see :func:`measuring_cells`
+    for the others.
 
     Raises ValueError for a start without its end or an end without a start, naming the cell.
     """
@@ -65,11 +74,25 @@ def classify(nb: dict) -> tuple[list[int], list[int]]:
             continue
         if cell["cell_type"] == "code" and inside == "solution":
             solutions.append(i)
-        elif cell["cell_type"] == "code" and inside == "exercise":
+        elif cell["cell_type"] == "code" and inside == "exercise" and _PLACEHOLDER.search(_source(cell)):
             stubs.append(i)
     if inside is not None:
         raise ValueError(f"cell {opened_at}: {inside}-start has no {inside}-end")
     return solutions, stubs
+
+
+def measuring_cells(nb: dict) -> list[int]:
+    """Indices of code cells inside an exercise that hold no placeholder: they measure what the
+    reader predicted, and their output must show."""
+    solutions, stubs = classify(nb)
+    inside, found = None, []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown":
+            for mark in _MARK.finditer(_source(cell)):
+                inside = mark.group(1) if mark.group(2) == "start" else None
+        elif inside == "exercise" and i not in stubs:
+            found.append(i)
+    return found
 
 
 def _set_source(cell, text: str) -> None:
@@ -152,6 +175,11 @@ def apply(nb: dict) -> int:
         if STUB_TAG not in tags:
             tags.append(STUB_TAG)
             changed += 1
+    for i in measuring_cells(nb):
+        tags = nb["cells"][i].get("metadata", {}).get("tags", [])
+        if STUB_TAG in tags:
+            tags.remove(STUB_TAG)
+            changed += 1
     return changed
 
 
@@ -199,6 +227,10 @@ def problems(nb: dict) -> list[str]:
     for i in stubs:
         if STUB_TAG not in nb["cells"][i].get("metadata", {}).get("tags", []):
             found.append(f"cell {i} (exercise stub): lacks the {STUB_TAG!r} tag")
+    for i in measuring_cells(nb):
+        if STUB_TAG in nb["cells"][i].get("metadata", {}).get("tags", []):
+            found.append(f"cell {i} (measurement inside an exercise): the {STUB_TAG!r} tag hides the measurement "
+                         "the reader's prediction is graded against; remove it")
     return found
 
 
