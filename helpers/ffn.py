@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .exercises import CheckFailed, Exercise, Mistake
-from .core import require_index, require_mlp
+from .core import require_index, require_int, require_mlp
 from .zoo import corpus as C
 from .zoo.evals import corpus_tokens
 from .zoo import world as W
@@ -543,11 +543,15 @@ def rows_per_pass(model, seq_len: int, budget_mb: int = 512) -> int:
 
 @torch.no_grad()
 def neuron_patch_effects(model, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor, metric, layer: int,
-                         position: int, batch_size: int | None = None) -> torch.Tensor:
+                         position: int, batch_size: int | None = None, max_neurons: int | None = None) -> torch.Tensor:
     """Activation patching one neuron at a time: for each neuron of block ``layer``, restore its
     coefficient (``blocks.{layer}.mlp.hook_post``) at ``position`` from the clean run into the
     corrupted run and read ``metric``. One prompt (``[1, T]`` tokens); returns ``[d_mlp]``.
-    ``batch_size``: patched runs per forward pass (default :func:`rows_per_pass`)."""
+    ``batch_size``: patched runs per forward pass (default :func:`rows_per_pass`).
+    ``max_neurons`` (default: all): patch only the neurons whose restored write is largest,
+    ``|a_clean − a_corrupted| · ‖v_i‖`` at ``position`` (a neuron whose coefficient is the same in
+    both runs cannot change anything); every other neuron gets the unpatched corrupted run's metric.
+    For a big model on a CPU (``helpers.core.scaled(d_mlp, model, minimum)``)."""
     _check_model(model)
     _check_layer(model, layer)
     for nm, t in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens)):
@@ -564,40 +568,74 @@ def neuron_patch_effects(model, clean_tokens: torch.Tensor, corrupted_tokens: to
     _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n == name)
     clean_act = cache[name][0, position]
     dm = model.cfg.d_mlp
+    neurons = torch.arange(dm, device=clean_act.device)
+    unswept = None                      # the metric every unswept neuron gets (None: all are swept)
+    if _sweep_fewer(max_neurons, dm):
+        logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n == name)
+        size = (clean_act - cache[name][0, position]).abs() * model.W_out[layer].norm(dim=-1).to(clean_act.device)
+        neurons = size.topk(max_neurons).indices.sort().values
+        unswept = metric(logits).float().cpu()
     step = batch_size or rows_per_pass(model, T)
     out = []
-    for start in range(0, dm, step):
-        ns = torch.arange(start, min(dm, start + step), device=clean_act.device)
+    for start in range(0, len(neurons), step):
+        ns = neurons[start:start + step]
 
         def hook(act, hook=None, ns=ns):
             act[torch.arange(len(ns), device=act.device), position, ns] = clean_act[ns]
             return act
         logits = model.run_with_hooks(corrupted_tokens.repeat(len(ns), 1), fwd_hooks=[(name, hook)])
         out.append(metric(logits).float().cpu())
-    return torch.cat(out)
+    return _spread(torch.cat(out), neurons, dm, unswept)
+
+
+def _sweep_fewer(max_neurons, d_mlp: int) -> bool:
+    """Whether a neuron sweep keeps only ``max_neurons`` of ``d_mlp`` (validated: a positive int or None)."""
+    if max_neurons is None:
+        return False
+    return require_int("max_neurons", max_neurons, 1, note="how many neurons to sweep; None sweeps all") < d_mlp
+
+
+def _spread(values: torch.Tensor, neurons: torch.Tensor, d_mlp: int, rest) -> torch.Tensor:
+    """A sweep's ``values`` for ``neurons`` placed in a ``[d_mlp]`` vector; the other neurons get ``rest``."""
+    if rest is None:
+        return values
+    full = torch.full((d_mlp,), float(rest[0]))
+    full[neurons.cpu()] = values
+    return full
 
 
 @torch.no_grad()
-def neuron_ablation_effects(model, tokens: torch.Tensor, metric, layer: int, batch_size: int | None = None) -> torch.Tensor:
+def neuron_ablation_effects(model, tokens: torch.Tensor, metric, layer: int, batch_size: int | None = None,
+                            max_neurons: int | None = None) -> torch.Tensor:
     """Zero-ablate one neuron of block ``layer`` at a time (its coefficient at every position) in a
-    run on one prompt (``[1, T]``) and read ``metric``: ``[d_mlp]``, one value per neuron."""
+    run on one prompt (``[1, T]``) and read ``metric``: ``[d_mlp]``, one value per neuron.
+    ``max_neurons`` (default: all): ablate only the neurons whose write is largest, ``‖a_i‖ · ‖v_i‖``
+    over the prompt's positions; every other neuron gets the clean run's metric (as
+    :func:`neuron_patch_effects`)."""
     _check_model(model)
     _check_layer(model, layer)
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.shape[0] != 1:
         raise ValueError(f"tokens must be one prompt, shape [1, T]; got {getattr(tokens, 'shape', tokens)}.")
     name = f"blocks.{layer}.mlp.hook_post"
     dm = model.cfg.d_mlp
+    neurons = torch.arange(dm)
+    unswept = None                      # the metric every unswept neuron gets (None: all are swept)
+    if _sweep_fewer(max_neurons, dm):
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+        size = cache[name][0].norm(dim=0).cpu() * model.W_out[layer].norm(dim=-1).cpu()
+        neurons = size.topk(max_neurons).indices.sort().values
+        unswept = metric(logits).float().cpu()
     step = batch_size or rows_per_pass(model, tokens.shape[1])
     out = []
-    for start in range(0, dm, step):
-        ns = torch.arange(start, min(dm, start + step))
+    for start in range(0, len(neurons), step):
+        ns = neurons[start:start + step]
 
         def hook(act, hook=None, ns=ns):
             act[torch.arange(len(ns), device=act.device), :, ns.to(act.device)] = 0.0
             return act
         logits = model.run_with_hooks(tokens.repeat(len(ns), 1), fwd_hooks=[(name, hook)])
         out.append(metric(logits).float().cpu())
-    return torch.cat(out)
+    return _spread(torch.cat(out), neurons, dm, unswept)
 
 
 @torch.no_grad()
@@ -1076,14 +1114,15 @@ PREDICT_RANDOM_OVERLAP = Exercise(
 check_random_overlap_prediction = PREDICT_RANDOM_OVERLAP.check_value
 
 
-def solution_most_damaging_neuron(model, tokens, answer, rival, layer):
+def solution_most_damaging_neuron(model, tokens, answer, rival, layer, max_neurons=None):
     """The neuron of ``layer`` whose zero-ablation (every position) most lowers logit[answer] − logit[rival]
-    at the last position of the one-prompt batch ``tokens``."""
+    at the last position of the one-prompt batch ``tokens`` (among the ``max_neurons`` with the largest
+    writes, if given: see :func:`neuron_ablation_effects`)."""
     from .patching import logit_diff_metric
 
     metric = logit_diff_metric([int(answer)], [int(rival)])
     base = float(metric(model(tokens))[0])
-    return int((base - neuron_ablation_effects(model, tokens, metric, layer)).argmax())
+    return int((base - neuron_ablation_effects(model, tokens, metric, layer, max_neurons=max_neurons)).argmax())
 
 
 def _most_activated(model, tokens, answer, rival, layer):

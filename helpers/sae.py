@@ -238,16 +238,21 @@ def collect_activations(model, tokens: torch.Tensor, hook_name: str, batch_size:
     """Activations at ``hook_name`` for every position of ``tokens`` [n_seq, T], flattened to [N, d].
 
     ``drop_bos`` leaves out position 0, whose state is unlike every other position's (it is
-    the same token every time), so an SAE would waste features on it.
+    the same token every time), so an SAE would waste features on it. A hook inside block
+    ``l`` stops the forward pass after that block: the later blocks and the unembedding
+    (on GPT-2, 50,257 logits per token) cannot change it, so they are not run.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a tensor [n_sequences, seq_len] of token ids.")
     _check_hook(model, hook_name)
     device = next(model.parameters()).device
+    parts = hook_name.split(".")
+    stop = {"stop_at_layer": int(parts[1]) + 1} if parts[0] == "blocks" and parts[1].isdigit() else {}
     out = []
     with torch.no_grad():
         for i in range(0, len(tokens), batch_size):
-            _, cache = model.run_with_cache(tokens[i:i + batch_size].to(device), names_filter=lambda n: n == hook_name)
+            _, cache = model.run_with_cache(tokens[i:i + batch_size].to(device), names_filter=lambda n: n == hook_name,
+                                            **stop)
             act = cache[hook_name]
             if drop_bos:
                 act = act[:, 1:]

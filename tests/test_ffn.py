@@ -415,3 +415,32 @@ def test_most_damaging_neuron_checker_takes_the_chapter_model(model):
     assert ffn.check_most_damaging_neuron(ffn.solution_most_damaging_neuron, model)
     with pytest.raises(CheckFailed, match="fires hardest"):
         ffn.check_most_damaging_neuron(ffn._most_activated, model)
+
+
+def test_neuron_sweeps_can_keep_only_the_largest_writes(model):
+    torch.set_grad_enabled(False)
+    clean, corr, metric = _pair(model)
+    dm, k = model.cfg.d_mlp, 64
+    full_p = ffn.neuron_patch_effects(model, clean, corr, metric, 0, -1)
+    full_a = ffn.neuron_ablation_effects(model, clean, metric, 0)
+    # max_neurons >= d_mlp is the full sweep, value for value
+    assert torch.equal(ffn.neuron_patch_effects(model, clean, corr, metric, 0, -1, max_neurons=dm), full_p)
+    assert torch.equal(ffn.neuron_ablation_effects(model, clean, metric, 0, max_neurons=dm + 5), full_a)
+    _, cc = model.run_with_cache(clean)
+    _, cx = model.run_with_cache(corr)
+    v = model.W_out[0].norm(dim=-1)
+    a_c, a_x = cc["blocks.0.mlp.hook_post"][0], cx["blocks.0.mlp.hook_post"][0]
+    for got, full, size, rest in (
+            (ffn.neuron_patch_effects(model, clean, corr, metric, 0, -1, max_neurons=k), full_p,
+             (a_c[-1] - a_x[-1]).abs() * v, float(metric(model(corr))[0])),
+            (ffn.neuron_ablation_effects(model, clean, metric, 0, max_neurons=k), full_a,
+             a_c.norm(dim=0) * v, float(metric(model(clean))[0]))):
+        kept = size.topk(k).indices
+        others = torch.ones(dm, dtype=torch.bool)
+        others[kept] = False
+        assert torch.allclose(got[kept], full[kept], atol=1e-4)          # the swept neurons: the same runs
+        assert torch.allclose(got[others], torch.full((dm - k,), rest), atol=1e-5)   # the rest: the unpatched run
+        assert int((got - rest).abs().argmax()) == int((full - rest).abs().argmax())  # the largest effect is kept
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="max_neurons"):
+            ffn.neuron_ablation_effects(model, clean, metric, 0, max_neurons=bad)

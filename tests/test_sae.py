@@ -267,3 +267,21 @@ def test_reinitialize_gives_random_weights_and_keeps_hooks():
     assert float(trained(tokens, return_type="loss")) < math.log(trained.cfg.d_vocab) - 2
     with pytest.raises(ValueError, match="std"):
         S.reinitialize_(model, std=0)
+
+
+def test_collect_activations_stops_after_the_hooks_block_without_changing_them():
+    model = _bundled_model()
+    tokens = model.to_tokens(["The Eiffel Tower is located in Paris.", "The capital of France is Paris."])[:, :8]
+    for hook in ("blocks.0.hook_mlp_out", "blocks.0.mlp.hook_post", "blocks.2.hook_resid_post", "ln_final.hook_normalized"):
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == hook)        # the whole forward pass
+        full = cache[hook][:, 1:].reshape(-1, cache[hook].shape[-1])
+        torch.testing.assert_close(S.collect_activations(model, tokens, hook), full, rtol=0, atol=0)
+    calls = []
+    handle = model.blocks[1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        S.collect_activations(model, tokens, "blocks.0.hook_mlp_out")
+        assert calls == []                         # block 1 never ran for a block-0 hook
+        S.collect_activations(model, tokens, "blocks.1.hook_mlp_out")
+        assert calls                               # ... and does run when the hook sits in it
+    finally:
+        handle.remove()
