@@ -395,7 +395,7 @@ def shuffle_within_groups(values: torch.Tensor, groups: torch.Tensor, generator:
 
 
 def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: torch.Tensor,
-                       n_shuffles: int = 20, seed: int = 0) -> dict:
+                       n_shuffles: int = 20, seed: int = 0, n_neurons: int | None = None) -> dict:
     """How often a value's top token is the token that follows its key's top prefixes.
 
     For each neuron: the fraction of its top-k prefixes whose next token is the
@@ -403,10 +403,16 @@ def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: to
     ``chance[l]`` does the same after shuffling which value goes with which key
     within the layer (mean over ``n_shuffles`` shuffles; ``chance_sd[l]`` is their standard
     deviation). The values' top tokens are found in chunks of neurons, so the ``d_mlp × d_vocab``
-    projection is never held at once (GPT-2 small: 3072 × 50257).
+    projection is never held at once (GPT-2 small: 3072 × 50257). ``n_neurons`` (default: all):
+    measure both on that many neurons per block, drawn at random (a different draw per block), and
+    shuffle values among them; ``n_neurons`` in the result says how many were used. That
+    projection is most of the cost, so a big model on a CPU passes
+    ``helpers.core.scaled(d_mlp, model, minimum)``.
     """
     _check_model(model)
     L, dm, k = stats.top_values.shape
+    n_used = dm if n_neurons is None else min(dm, require_int("n_neurons", n_neurons, 1, note="neurons per block; None: all"))
+    g_pick = torch.Generator().manual_seed(seed + 1)
     T = tokens.shape[1]
     nxt_pos = stats.top_pos + 1
     has_next = nxt_pos < lengths[stats.top_seq]
@@ -414,18 +420,21 @@ def agreement_by_layer(model, stats: FFNStats, tokens: torch.Tensor, lengths: to
     g = torch.Generator().manual_seed(seed)
     agree, chance, chance_sd = [], [], []
     for l in range(L):
+        rows = torch.arange(dm) if n_used == dm else torch.randperm(dm, generator=g_pick)[:n_used].sort().values
+        W_rows = model.W_out[l][rows.to(model.W_out.device)]
         chunk = max(1, 2**22 // model.cfg.d_vocab)
-        top_tok = torch.cat([(model.W_out[l][i:i + chunk] @ model.W_U).argmax(-1).cpu()
-                             for i in range(0, dm, chunk)])                 # [dm]
-        hit = ((nxt[l] == top_tok[:, None]) & has_next[l]).float().mean(1)
+        top_tok = torch.cat([(W_rows[i:i + chunk] @ model.W_U).argmax(-1).cpu()
+                             for i in range(0, n_used, chunk)])             # [n_used]
+        nxt_l, has_l = nxt[l][rows], has_next[l][rows]
+        hit = ((nxt_l == top_tok[:, None]) & has_l).float().mean(1)
         agree.append(float(hit.mean()))
         sh = []
         for _ in range(n_shuffles):
-            perm = torch.randperm(dm, generator=g)
-            sh.append(float(((nxt[l] == top_tok[perm][:, None]) & has_next[l]).float().mean()))
+            perm = torch.randperm(n_used, generator=g)
+            sh.append(float(((nxt_l == top_tok[perm][:, None]) & has_l).float().mean()))
         chance.append(float(np.mean(sh)))
         chance_sd.append(float(np.std(sh)))
-    return {"agreement": agree, "chance": chance, "chance_sd": chance_sd}
+    return {"agreement": agree, "chance": chance, "chance_sd": chance_sd, "n_neurons": n_used}
 
 
 # ------------------------------------------------------------- facts and pairs

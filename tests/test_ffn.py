@@ -444,3 +444,25 @@ def test_neuron_sweeps_can_keep_only_the_largest_writes(model):
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="max_neurons"):
             ffn.neuron_ablation_effects(model, clean, metric, 0, max_neurons=bad)
+
+
+def test_agreement_on_a_sample_of_neurons(model, sample):
+    s, st = sample
+    dm, k = model.cfg.d_mlp, 96
+    full = ffn.agreement_by_layer(model, st, s["tokens"], s["lengths"], n_shuffles=3)
+    assert full["n_neurons"] == dm
+    assert ffn.agreement_by_layer(model, st, s["tokens"], s["lengths"], n_shuffles=3, n_neurons=dm + 1) == full
+    part = ffn.agreement_by_layer(model, st, s["tokens"], s["lengths"], n_shuffles=3, n_neurons=k, seed=4)
+    assert part["n_neurons"] == k
+    # by hand: block 0's agreement over the same random k neurons (drawn with seed + 1)
+    rows = torch.randperm(dm, generator=torch.Generator().manual_seed(5))[:k].sort().values
+    top = ffn.value_logits(model, 0).argmax(-1)[rows]
+    T = s["tokens"].shape[1]
+    seq, pos = st.top_seq[0][rows], st.top_pos[0][rows] + 1
+    nxt = s["tokens"][seq, pos.clamp(max=T - 1)]
+    hit = ((nxt == top[:, None]) & (pos < s["lengths"][seq])).float().mean()
+    assert part["agreement"][0] == pytest.approx(float(hit), abs=1e-6)
+    assert part["agreement"][0] != pytest.approx(full["agreement"][0], abs=1e-9) or k == dm   # a sample, not the whole block
+    for bad in (0, 1.5, False):
+        with pytest.raises(ValueError, match="n_neurons"):
+            ffn.agreement_by_layer(model, st, s["tokens"], s["lengths"], n_neurons=bad)
