@@ -58,6 +58,10 @@ __all__ = [
     "path_ablation_losses",
     "check_layer0_prediction",
     "check_reading_path",
+    "route_tie",
+    "resampled_path_losses",
+    "check_top2_prediction",
+    "ROLES",
     "solution_layer0_prediction",
     "solution_reading_path",
     "check_k_composition_score",
@@ -474,55 +478,70 @@ def check_k_composition_score(fn) -> bool:
     return K_COMPOSITION_SCORE.check(fn)
 
 
-def solution_prefix_matching_score(pattern: torch.Tensor, length: int) -> float:
-    """Reference: prefix-matching score of one head, pattern [batch, q_pos, k_pos] on BOS + R + R."""
-    return _pattern_score(pattern, length, 1)  # the token after the earlier occurrence
+def solution_prefix_matching_score(pattern: torch.Tensor, length: int, gap: int) -> float:
+    """Reference: prefix-matching score of one head, pattern [batch, q_pos, k_pos] on
+    BOS + R + G + R, with |R| = ``length`` and ``gap`` fresh tokens G between the copies."""
+    return _pattern_score(pattern, length, 1, gap)  # the token after the earlier occurrence
 
 
-def _pattern_score(pattern: torch.Tensor, length: int, offset: int) -> float:
-    q = torch.arange(length + 1, 2 * length + 1)       # second-copy positions
-    return float(pattern[:, q, q - length + offset].mean())
+def _pattern_score(pattern: torch.Tensor, length: int, offset: int, gap: int = 0, shift_queries: bool = True) -> float:
+    start = 1 + length + (gap if shift_queries else 0)       # first position of the second copy
+    q = torch.arange(start, start + length)
+    return float(pattern[:, q, q - length - gap + offset].mean())
+
+
+def _gapped_tokens(model, length: int, gap: int, seed: int) -> torch.Tensor:
+    """BOS + R + G + R [2, 1 + 2·length + gap]: two sequences with ``gap`` fresh random tokens between the copies."""
+    rep = repeated_random_tokens(model, n_seqs=2, length=length, seed=seed)
+    fresh = repeated_random_tokens(model, n_seqs=2, length=max(gap, 1), seed=seed + 1)[:, 1:1 + gap]
+    return torch.cat([rep[:, :1 + length], fresh, rep[:, 1 + length:]], dim=1)
 
 
 def _prefix_matching_cases(model=None):
     g = torch.Generator().manual_seed(7)
     cases = []
-    for b, length in ((2, 4), (3, 7)):
-        t = 1 + 2 * length
+    for b, length, gap in ((2, 4, 0), (3, 7, 3), (2, 5, 2)):
+        t = 1 + 2 * length + gap
         raw = torch.rand(b, t, t, generator=g, dtype=torch.float64).tril()
-        cases.append(((raw / raw.sum(-1, keepdim=True), length), {}))
+        cases.append(((raw / raw.sum(-1, keepdim=True), length, gap), {}))
     if model is not None:
-        pats = attention_patterns(model, repeated_random_tokens(model, n_seqs=2, length=10, seed=3))
-        cases += [((pats[l, :, 0], 10), {}) for l in range(pats.shape[0])]
+        for gap in (0, 5):
+            pats = attention_patterns(model, _gapped_tokens(model, 10, gap, seed=3))
+            cases += [((pats[l, :, h], 10, gap), {}) for l in range(pats.shape[0]) for h in range(min(2, pats.shape[2]))]
     return cases
 
 
-_PREFIX_WHY = ("An induction head attends from a token at position q in the second copy to q − length + 1: "
-               "the token *after* that token's first occurrence.")
+_PREFIX_WHY = ("In BOS + R + G + R the second copy starts at 1 + length + gap, and a token at q first occurred at "
+               "q − length − gap; an induction head attends to the token after it, q − length − gap + 1.")
 
 PREFIX_MATCHING_SCORE = Exercise(
     "ch5.prefix-matching-score", "prefix_matching_score", solution_prefix_matching_score, _prefix_matching_cases,
     mistakes=[
-        Mistake(lambda p, n: _pattern_score(p, n, 0), "you measured attention to the earlier occurrence itself "
+        Mistake(lambda p, n, g: _pattern_score(p, n, 1, 0, shift_queries=False),
+                "you kept the formula for BOS + R + R: with a gap the second copy starts later and the earlier "
+                "occurrence is length + gap positions back. " + _PREFIX_WHY),
+        Mistake(lambda p, n, g: _pattern_score(p, n, 0, g), "you measured attention to the earlier occurrence itself "
                 "(a duplicate-token score). " + _PREFIX_WHY),
-        Mistake(lambda p, n: float(p[:, torch.arange(n + 1, 2 * n + 1), torch.arange(n, 2 * n)].mean()),
-                "you measured attention to the previous position (a previous-token score). " + _PREFIX_WHY),
+        Mistake(lambda p, n, g: _pattern_score(p, n, 1 + g, g),
+                "you shifted the queries by the gap but kept the distance back at length: the earlier occurrence "
+                "is length + gap positions back. " + _PREFIX_WHY),
     ],
 )
 
 
 def check_prefix_matching_score(fn, model=None) -> bool:
-    """Checker for the exercise 'write a prefix-matching score'."""
+    """Checker for the exercise 'a prefix-matching score when the copies are apart' (the model's
+    own patterns are added to the cases when ``model`` is given)."""
     return PREFIX_MATCHING_SCORE.check(fn, None if model is None else _prefix_matching_cases(model))
 
 
-def _ablation_effects(model, tokens: torch.Tensor, loss) -> torch.Tensor:
-    """[n_layers, n_heads]: loss with one head zeroed minus the clean loss, for every head."""
+def _ablation_effects(model, tokens: torch.Tensor, loss, hook=zero_head_hook) -> torch.Tensor:
+    """[n_layers, n_heads]: loss with one head's output replaced (by ``hook(head)``) minus the clean loss."""
     base = loss([])
     out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     for l in range(model.cfg.n_layers):
         for h in range(model.cfg.n_heads):
-            out[l, h] = loss([(f"blocks.{l}.attn.hook_z", zero_head_hook(h))]) - base
+            out[l, h] = loss([(f"blocks.{l}.attn.hook_z", hook(h))]) - base
     return out
 
 
@@ -532,21 +551,32 @@ def solution_head_ablation_effects(model, tokens: torch.Tensor, length: int) -> 
     return _ablation_effects(model, tokens, lambda hooks: second_copy_loss(model, tokens, length, hooks))
 
 
-def _whole_sequence_effects(model, tokens: torch.Tensor, length: int) -> torch.Tensor:
+def _loss_from(model, tokens, start: int):
     def loss(hooks):
         with torch.no_grad():
-            return float(per_token_loss(model.run_with_hooks(tokens, fwd_hooks=hooks), tokens).mean())
-    return _ablation_effects(model, tokens, loss)
+            return float(per_token_loss(model.run_with_hooks(tokens, fwd_hooks=hooks), tokens)[:, start:].mean())
+    return loss
 
 
-def _ablation_cases(model=None, length: int = 20):
-    if model is None:
-        from .models import load_model
+def _mean_ablation_effects(model, tokens: torch.Tensor, length: int) -> torch.Tensor:
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_z"))
+    out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    loss = _loss_from(model, tokens, length + 1)
+    base = loss([])
+    for l in range(model.cfg.n_layers):
+        for h in range(model.cfg.n_heads):
+            mean = cache[f"blocks.{l}.attn.hook_z"][:, :, h].mean((0, 1))
+            out[l, h] = loss([(f"blocks.{l}.attn.hook_z", mean_head_hook(h, mean))]) - base
+    return out
 
-        model = load_model("rs-attn-2l")
-    short = max(2, length // 2)
-    return [((model, repeated_random_tokens(model, n_seqs=4, length=length, seed=3), length), {}),
-            ((model, repeated_random_tokens(model, n_seqs=4, length=short, seed=4), short), {})]
+
+def _ablation_cases():
+    from .models import load_model
+
+    model = load_model("rs-attn-2l")   # the bundled organism, whatever the chapter runs on: 9 forward passes a case
+    return [((model, repeated_random_tokens(model, n_seqs=4, length=20, seed=3), 20), {}),
+            ((model, repeated_random_tokens(model, n_seqs=4, length=10, seed=4), 10), {})]
 
 
 HEAD_ABLATION_EFFECTS = Exercise(
@@ -554,17 +584,74 @@ HEAD_ABLATION_EFFECTS = Exercise(
     mistakes=[
         Mistake(lambda m, t, n: -solution_head_ablation_effects(m, t, n), "the signs are flipped. Report ablated "
                 "loss minus clean loss, so a head the circuit needs gets a positive number."),
-        Mistake(_whole_sequence_effects, "you averaged the loss over the whole sequence; the first copy is random "
-                "and no head can help there. Average over the second copy only: per_token_loss(logits, tokens)[:, length + 1:]."),
+        Mistake(lambda m, t, n: _ablation_effects(m, t, _loss_from(m, t, 0)), "you averaged the loss over the whole "
+                "sequence; the first copy is random and no head can help there. Average over the second copy only: "
+                "per_token_loss(logits, tokens)[:, length + 1:]."),
+        Mistake(lambda m, t, n: _ablation_effects(m, t, _loss_from(m, t, n)), "your average includes the first "
+                "token of the second copy (per_token_loss(...)[:, length:]). Nothing in the context predicts that "
+                "token, so it only adds noise: start at [:, length + 1:]."),
+        Mistake(_mean_ablation_effects, "you put each head's mean output in its place (mean ablation). This "
+                "exercise zeroes the head's output: z[:, :, head] = 0."),
     ],
     atol=2e-3,
     rtol=1e-2,
 )
 
 
-def check_head_ablation_effects(fn, model, length: int = 20) -> bool:
-    """Checker for the exercise 'find the circuit by ablation'."""
-    return HEAD_ABLATION_EFFECTS.check(fn, _ablation_cases(model, length))
+def check_head_ablation_effects(fn) -> bool:
+    """Checker for the exercise 'find the circuit by ablation' (runs on the bundled rs-attn-2l,
+    whatever model the chapter uses, so it stays cheap)."""
+    return HEAD_ABLATION_EFFECTS.check(fn)
+
+
+#: The kinds of head a prediction can name (the chapter labels every head with one of them).
+ROLES = ("self-attending", "previous-token", "duplicate-token", "induction", "other")
+
+
+def _top2_roles(effects, roles: dict) -> str:
+    """The kinds of the two heads with the largest effects, sorted and joined: 'induction + self-attending'."""
+    e = torch.as_tensor(effects)
+    top = [divmod(int(i), e.shape[1]) for i in e.flatten().topk(2).indices]
+    return " + ".join(sorted(roles.get(h, "other") for h in top))
+
+
+def _top2_cases():
+    roles = {(0, 0): "self-attending", (0, 1): "previous-token", (0, 2): "previous-token", (0, 3): "previous-token",
+             (1, 0): "induction", (1, 1): "duplicate-token", (1, 2): "induction", (1, 3): "induction"}
+    organism_like = torch.tensor([[7.2, 0.1, 0.5, 1.8], [3.3, 0.1, 1.7, 3.6]])
+    partners_first = torch.tensor([[0.2, 5.0, 4.0, 0.3], [1.0, 0.1, 0.5, 0.4]])
+    return [((organism_like, roles), {}), ((partners_first, roles), {})]
+
+
+TOP2_PREDICTION = Exercise(
+    "ch5.ablation-top2-prediction", "predicted_top2", _top2_roles, _top2_cases,
+    mistakes=[
+        Mistake(lambda e, r: "induction + previous-token",
+                "you predicted from the attention patterns: the sharpest previous-token head looks essential, but "
+                "the other previous-token heads back it up, so zeroing it alone costs less than zeroing a head "
+                "nothing backs up."),
+        Mistake(lambda e, r: "induction + induction",
+                "the induction heads share the work, so zeroing one of them costs less than zeroing a head that "
+                "no other head can replace."),
+        Mistake(lambda e, r: "previous-token + self-attending",
+                "the induction heads are backed up by each other, but the best of them still carries a large "
+                "share: zeroing it costs more than zeroing one of the redundant previous-token heads."),
+    ],
+)
+
+
+def check_top2_prediction(predicted, effects, roles: dict) -> bool:
+    """Exercise: the kinds of the two heads whose zeroing hurts the second copy most (two of
+    :data:`ROLES`, any order), checked against ``effects`` [n_layers, n_heads] measured in the chapter."""
+    from .exercises import CheckFailed
+
+    if predicted is not Ellipsis:
+        if (not isinstance(predicted, (tuple, list)) or len(predicted) != 2
+                or any(p not in ROLES for p in predicted)):
+            raise CheckFailed(f"predicted_top2: give two kinds from {ROLES}, e.g. ('induction', 'other'); "
+                              f"got {predicted!r}.")
+        predicted = " + ".join(sorted(predicted))
+    return TOP2_PREDICTION.check_prediction(predicted, effects, roles)
 
 
 # ------------------------------------------------------- which input a head is read through
@@ -583,16 +670,24 @@ def head_mean_write(model, tokens: torch.Tensor, layer: int, head: int) -> torch
 
 
 def path_ablation_losses(model, tokens: torch.Tensor, length: int, layer: int, head: int,
-                         reader: int | None = None) -> dict:
-    """(first-copy, second-copy) loss on BOS + R + R when head ``(layer, head)`` is mean-ablated
+                         reader: int | None = None, replacement: torch.Tensor | None = None,
+                         per_sequence: bool = False) -> dict:
+    """(first-copy, second-copy) loss on BOS + R + R when head ``(layer, head)`` is ablated
     only where layer ``reader`` (default ``layer + 1``) reads it through its queries ("Q"),
     keys ("K") or values ("V"), only on the direct path to the logits ("direct"), or
     everywhere ("all"); "every path" removes it from all four at once, and "clean" is the unablated run.
 
-    For one input, that input of layer ``reader`` gets the normalised stream of a run in
-    which the head is mean-ablated, and the other two inputs keep the clean stream (so for
-    ``reader = layer + 1`` exactly this head's write is removed from that input, nothing
-    else). "direct" subtracts the head's write minus its mean from the final stream.
+    ``replacement`` is what the head's ``hook_z`` becomes: [batch, pos, d_head] (for a
+    resample ablation, the head's output on other sequences), [pos, d_head] or [d_head];
+    by default its mean over ``tokens`` (:func:`head_mean_write`). For one input, that input
+    of layer ``reader`` gets the normalised stream of the ablated run, and the other two
+    inputs keep the clean stream (so for ``reader = layer + 1`` exactly this head's write is
+    removed from that input, nothing else). "direct" subtracts the head's write minus the
+    replacement's from the final stream.
+
+    With ``per_sequence``, each entry also carries the second-copy loss of every sequence
+    [batch], (first, second, per_sequence), so that two routes can be compared with a paired
+    standard error (:func:`route_tie`).
     """
     cfg = require_model(model)
     _check_head(model, layer, head)
@@ -606,8 +701,15 @@ def path_ablation_losses(model, tokens: torch.Tensor, length: int, layer: int, h
     if missing:
         raise ValueError(f"this model has no separate query/key/value input hooks ({missing[0]}); "
                          "path ablation needs a model whose bridge exposes them.")
-    mean = head_mean_write(model, tokens, layer, head)
-    ablate = [(f"blocks.{layer}.attn.hook_z", mean_head_hook(head, mean))]
+    if replacement is None:
+        replacement = head_mean_write(model, tokens, layer, head)
+    else:
+        want = {3: (*tokens.shape, cfg.d_head), 2: (tokens.shape[1], cfg.d_head), 1: (cfg.d_head,)}
+        shape = tuple(replacement.shape) if isinstance(replacement, torch.Tensor) else None
+        if shape is None or shape != want.get(len(shape)):
+            raise ValueError(f"replacement must be a tensor [batch, pos, d_head] = {want[3]}, [pos, d_head] or "
+                             f"[d_head]; got {shape if shape is not None else type(replacement).__name__}.")
+    ablate = [(f"blocks.{layer}.attn.hook_z", mean_head_hook(head, replacement))]
     ln_name = f"blocks.{reader}.ln1.hook_out"
     z_name = f"blocks.{layer}.attn.hook_z"
     with torch.no_grad():
@@ -615,11 +717,13 @@ def path_ablation_losses(model, tokens: torch.Tensor, length: int, layer: int, h
             _, abl = model.run_with_cache(tokens, names_filter=lambda n: n == ln_name)
         _, clean = model.run_with_cache(tokens, names_filter=lambda n: n == z_name)
     ablated_in = abl[ln_name]
-    delta = (clean[z_name][:, :, head] - mean) @ model.W_O[layer, head]      # [batch, pos, d_model]
+    delta = (clean[z_name][:, :, head] - replacement.to(clean[z_name].dtype)) @ model.W_O[layer, head]  # [batch, pos, d]
 
     def losses(hooks):
         with torch.no_grad():
-            return copy_losses(per_token_loss(model.run_with_hooks(tokens, fwd_hooks=hooks), tokens), length)
+            nll = per_token_loss(model.run_with_hooks(tokens, fwd_hooks=hooks), tokens)
+        first, second = copy_losses(nll, length)
+        return (first, second, nll[:, length + 1:].mean(1)) if per_sequence else (first, second)
 
     def put(x, hook=None):
         return ablated_in.to(x.dtype).clone()
@@ -634,50 +738,178 @@ def path_ablation_losses(model, tokens: torch.Tensor, length: int, layer: int, h
     return out
 
 
+def resampled_path_losses(model, token_sets: Sequence[torch.Tensor], length: int, layer: int, head: int,
+                          reader: int | None = None) -> dict:
+    """:func:`path_ablation_losses` under resample ablation, pooled over several batches.
+
+    In each batch of ``token_sets`` (each BOS + R + R with |R| = ``length``, at least two
+    sequences) every sequence gets the head's output on the previous sequence of the same
+    batch. Returns, for every entry, (first-copy loss, second-copy loss, second-copy loss of
+    each batch [n_batches]): the means over the batches, and the batches themselves, which
+    are the independent repeats a spread is read from (:func:`route_tie`).
+    """
+    if isinstance(token_sets, torch.Tensor) or not token_sets:
+        raise ValueError("token_sets must be a non-empty list of token batches [batch, 1 + 2*length].")
+    name = f"blocks.{layer}.attn.hook_z"
+    _check_head(model, layer, head)
+    runs = []
+    for tokens in token_sets:
+        if tokens.ndim != 2 or tokens.shape[0] < 2:
+            raise ValueError(f"a resample ablation needs at least two sequences per batch; got shape {tuple(tokens.shape)}.")
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+        runs.append(path_ablation_losses(model, tokens, length, layer, head, reader=reader,
+                                         replacement=cache[name][:, :, head].roll(1, 0)))
+    return {k: (float(np.mean([r[k][0] for r in runs])), float(np.mean([r[k][1] for r in runs])),
+                torch.tensor([r[k][1] for r in runs], dtype=torch.float64)) for k in runs[0]}
+
+
 # ----------------------------------------------------------------- prediction exercises
-def _bundled_circuit():
-    """(second-copy loss under mean ablation of each layer-0 head, path losses of the
-    self-attending head) on the bundled rs-attn-2l, computed once."""
-    global _CIRCUIT
-    if _CIRCUIT is None:
-        from .models import load_model
-
-        m = load_model("rs-attn-2l")
-        toks = repeated_random_tokens(m, n_seqs=16, length=50, seed=0)
-        second = []
-        for h in range(m.cfg.n_heads):
-            hook = [("blocks.0.attn.hook_z", mean_head_hook(h, head_mean_write(m, toks, 0, h)))]
-            second.append(second_copy_loss(m, toks, 50, hook))
-        worst = int(np.argmax(second))
-        _CIRCUIT = (second, path_ablation_losses(m, toks, 50, 0, worst))
-    return _CIRCUIT
+def solution_layer0_prediction(second_copy: dict, partners: Sequence, self_head: tuple) -> tuple:
+    """Reference: the earlier-layer head whose ablation raises the second-copy loss most, from
+    ``second_copy`` {(layer, head): loss} measured in the chapter (``partners``, best first,
+    and ``self_head`` name the kinds, for the mistakes)."""
+    return tuple(max(second_copy, key=second_copy.get))
 
 
-_CIRCUIT = None
+def _layer0_cases():
+    organism_like = {(0, 0): 7.4, (0, 1): 0.6, (0, 2): 0.65, (0, 3): 4.2}
+    partners_matter = {(0, 0): 0.5, (0, 1): 1.0, (0, 2): 0.4, (0, 3): 6.0}
+    return [((organism_like, [(0, 3), (0, 1), (0, 2)], (0, 0)), {}),
+            ((partners_matter, [(0, 3), (0, 1), (0, 2)], (0, 0)), {})]
 
 
-def solution_layer0_prediction() -> tuple:
-    """Reference: the layer-0 head of rs-attn-2l whose mean ablation raises the second-copy loss most."""
-    second, _ = _bundled_circuit()
-    return (0, int(np.argmax(second)))
+_BACKUP = ("The other previous-token heads of its layer make up part of its loss, so removing it costs less than "
+           "removing a head nothing backs up.")
+
+LAYER0_PREDICTION = Exercise(
+    "ch5.layer0-prediction", "predicted_head", solution_layer0_prediction, _layer0_cases,
+    mistakes=[
+        Mistake(lambda s, p, sh: tuple(p[0]), "you picked the strongest previous-token head, the one with the "
+                "highest K-composition into the induction head. " + _BACKUP),
+        Mistake(lambda s, p, sh: tuple(p[1]) if len(p) > 1 else None, "you picked a weaker previous-token head. "
+                + _BACKUP),
+        Mistake(lambda s, p, sh: tuple(min(s, key=s.get)), "that is the head whose ablation costs the *least*; the "
+                "question asks which one raises the second-copy loss the most."),
+    ],
+)
 
 
-LAYER0_PREDICTION = Exercise("ch5.layer0-prediction", "predicted_head", solution_layer0_prediction)
-check_layer0_prediction = LAYER0_PREDICTION.check_value
+def check_layer0_prediction(predicted_head, second_copy: dict, partners: Sequence, self_head: tuple) -> bool:
+    """Exercise: which earlier-layer head's ablation hurts induction most, checked against the
+    chapter's measurement ``second_copy`` {(layer, head): second-copy loss}."""
+    if isinstance(predicted_head, list):
+        predicted_head = tuple(predicted_head)
+    return LAYER0_PREDICTION.check_prediction(predicted_head, second_copy, list(partners), tuple(self_head))
 
 
-def solution_reading_path() -> str:
-    """Reference: the input of layer 1 ("Q", "K", "V" or "direct") through which the
-    self-attending layer-0 head of rs-attn-2l matters most for the second copy."""
-    _, paths = _bundled_circuit()
-    return max(PATHS, key=lambda s: paths[s][1])
+class _Tied(str):
+    """A route (the costliest to remove) that also carries the routes indistinguishable from it."""
+
+    near: frozenset
+    margin: float   # how much more the costliest route costs than the next
+    spread: float   # two paired standard errors of that difference (0 without per-sequence losses)
 
 
-READING_PATH = Exercise("ch5.reading-path", "predicted_path", solution_reading_path)
+def route_tie(paths: dict, routes: Sequence[str] = PATHS, n_se: float = 2.0) -> "_Tied":
+    """The route whose removal costs the second copy most, from :func:`path_ablation_losses`,
+    with every route whose paired difference from it (over the sequences) is under ``n_se``
+    standard errors: a tie the measurement cannot break. Entries without per-sequence losses
+    (plain (first, second) pairs) give a tie of one route."""
+    missing = [r for r in routes if r not in paths]
+    if missing:
+        raise ValueError(f"paths has no entry for {missing}; pass the dict path_ablation_losses returns.")
+    top = max(routes, key=lambda r: float(paths[r][1]))
+    out = _Tied(top)
+    near, spreads = {top}, {}
+    for r in routes:
+        if r == top or len(paths[r]) < 3 or len(paths[top]) < 3:
+            continue
+        diff = torch.as_tensor(paths[top][2], dtype=torch.float64) - torch.as_tensor(paths[r][2], dtype=torch.float64)
+        spreads[r] = n_se * float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        if float(diff.mean()) < spreads[r]:
+            near.add(r)
+    runner = max((r for r in routes if r != top), key=lambda r: float(paths[r][1]))
+    out.near, out.margin = frozenset(near), float(paths[top][1]) - float(paths[runner][1])
+    out.spread = spreads.get(runner, 0.0)
+    return out
 
 
-def check_reading_path(answer) -> bool:
-    """Checker for the exercise 'predict through which input the self-attending head is read'."""
+def solution_reading_path(paths: dict) -> str:
+    """Reference: the input of the induction layer ("Q", "K", "V" or "direct") through which removing the
+    self-attending head hurts the second copy most, from :func:`path_ablation_losses` measured in the chapter,
+    with the routes within two paired standard errors of it (:func:`route_tie`), which are accepted too."""
+    return route_tie(paths)
+
+
+def _compare_route(got, want, what: str) -> None:
+    from .exercises import CheckFailed
+
+    if not isinstance(got, str) or got not in PATHS:
+        raise CheckFailed(f"{what}: give one of {PATHS}, got {got!r}.")
+    near = getattr(want, "near", frozenset({str(want)}))   # a listed mistake's answer is one plain route
+    if got not in near:
+        raise CheckFailed(f"{what}: got {got!r}; the measured costliest route is {str(want)!r}"
+                          + (f" (routes within two standard errors of it: {sorted(near)})" if len(near) > 1 else "")
+                          + ".")
+
+
+def _reading_path_cases():
+    g = torch.Generator().manual_seed(0)
+    def seqs(m, n=16):   # per-sequence second-copy losses with mean m
+        x = torch.randn(n, generator=g, dtype=torch.float64) * 0.3
+        return x - x.mean() + m
+    def case(q, k, v, d):
+        return {r: (7.6, m, seqs(m)) for r, m in zip(PATHS, (q, k, v, d))}
+    values_first, query_first = case(2.6, 0.07, 6.5, 0.02), case(6.5, 0.07, 2.6, 0.02)
+    return [((values_first,), {}), ((query_first,), {})]
+
+
+def _unless_tied(route: str, other: str):
+    """A wrong answer ``route`` given where ``other`` is measurably the costliest route (else the right one)."""
+    def answer(paths):
+        t = route_tie(paths)
+        return route if str(t) == other and route not in t.near else str(t)
+    return answer
+
+
+_PATH_MISTAKES = {   # a wrong route, and the misconception behind it
+    "K": "K-composition is how the induction head reads the *previous* token at a key position, and the "
+         "previous-token heads write that. A head that attends to its own token writes the *current* token at its "
+         "own position: that is what a query ('find a key whose previous token is mine') or a value (the token to "
+         "copy) needs, not a key.",
+    "direct": "a layer-0 head's direct write to the logits is a bigram-like guess; induction on random tokens needs "
+              "the layer-1 head to read it.",
+}
+READING_PATH = Exercise(
+    "ch5.reading-path", "predicted_path", solution_reading_path, _reading_path_cases,
+    mistakes=[Mistake(lambda paths, a=a: a, why) for a, why in _PATH_MISTAKES.items()] + [
+        Mistake(_unless_tied("Q", "V"), "the query does need the current token to search for, but here removing "
+                "the head from the values costs more, beyond the spread: the induction head copies what its values "
+                "read at the position it attends to, and the self-attending head re-writes that position's token "
+                "where the values read it."),
+        Mistake(_unless_tied("V", "Q"), "the values do carry the token to copy, but here removing the head from "
+                "the queries costs more, beyond the spread: without the current token in its query the induction "
+                "head does not find the right key.")],
+    compare=_compare_route,
+)
+
+
+def check_reading_path(answer, paths: dict | None) -> bool:
+    """Exercise: predict through which input the self-attending head is read, checked against
+    ``paths`` (:func:`path_ablation_losses` of that head with ``per_sequence=True``, measured in the
+    chapter; None where the model has no path hooks). Any route within two paired standard errors
+    of the costliest is accepted, and the checker says when the answer was accepted as part of a tie."""
+    if paths is None:
+        print("predicted_path: this model has no separate query/key/value hooks, so there is no measurement "
+              "to check against.")
+        return False
     if isinstance(answer, str):
         answer = answer.strip().upper() if answer.strip().lower() != "direct" else "direct"
-    return READING_PATH.check_value(answer)
+    ok = READING_PATH.check_prediction(answer, paths)
+    tie = route_tie(paths)
+    if ok and len(tie.near) > 1:
+        print(f"  The measurement cannot separate {' and '.join(sorted(tie.near))}: {str(tie)} costs "
+              f"{tie.margin:.2f} nats more than the next route, within two standard errors "
+              f"({tie.spread:.2f}), so any of them is accepted.")
+    return ok

@@ -259,45 +259,137 @@ def test_k_composition_checker():
 def test_prefix_matching_checker(model):
     assert comp.check_prefix_matching_score(comp.solution_prefix_matching_score, model)
 
-    def duplicate_token(pattern, length):
+    def no_gap(pattern, length, gap):   # the chapter's BOS + R + R formula, copied unchanged
         q = torch.arange(length + 1, 2 * length + 1)
-        return float(pattern[:, q, q - length].mean())
+        return float(pattern[:, q, q - length + 1].mean())
+
+    with pytest.raises(CheckFailed, match="kept the formula for BOS"):
+        comp.check_prefix_matching_score(no_gap)
+
+    def duplicate_token(pattern, length, gap):
+        q = torch.arange(1 + length + gap, 1 + 2 * length + gap)
+        return float(pattern[:, q, q - length - gap].mean())
 
     with pytest.raises(CheckFailed, match="earlier occurrence itself"):
         comp.check_prefix_matching_score(duplicate_token)
 
-    def whole_sequence(pattern, length):
-        q = torch.arange(length, 2 * length + 1)
-        return float(pattern[:, q, q - length + 1].mean())
+    def whole_sequence(pattern, length, gap):
+        q = torch.arange(length + gap, 1 + 2 * length + gap)
+        return float(pattern[:, q, q - length - gap + 1].mean())
 
     with pytest.raises(CheckFailed):
         comp.check_prefix_matching_score(whole_sequence)
 
 
-def test_head_ablation_checker(model):
-    assert comp.check_head_ablation_effects(comp.solution_head_ablation_effects, model)
+def test_gapped_tokens_repeat_after_the_gap():
+    import helpers
+
+    m = helpers.load_model("rs-attn-2l", device="cpu")
+    toks = comp._gapped_tokens(m, 6, 3, seed=0)
+    assert toks.shape == (2, 1 + 2 * 6 + 3)
+    assert torch.equal(toks[:, 1:7], toks[:, 10:16])           # R, then G, then R again
+    assert not torch.equal(toks[:, 7:10], toks[:, 1:4])
+
+
+def test_head_ablation_checker():
+    assert comp.check_head_ablation_effects(comp.solution_head_ablation_effects)
 
     def flipped(m, tokens, length):
         return -comp.solution_head_ablation_effects(m, tokens, length)
 
     with pytest.raises(CheckFailed, match="signs"):
-        comp.check_head_ablation_effects(flipped, model)
+        comp.check_head_ablation_effects(flipped)
 
-    @torch.no_grad()
-    def all_tokens(m, tokens, length):
-        base = float(comp.per_token_loss(m(tokens), tokens).mean())
-        out = torch.zeros(m.cfg.n_layers, m.cfg.n_heads)
-        for l in range(m.cfg.n_layers):
-            for h in range(m.cfg.n_heads):
-                def hook(z, hook=None, h=h):
-                    z[:, :, h] = 0.0
-                    return z
-                logits = m.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook)])
-                out[l, h] = float(comp.per_token_loss(logits, tokens).mean()) - base
-        return out
+    def effects_from(start, ablate):   # a reader's loop, written out: loss from `start` on, one head replaced
+        @torch.no_grad()
+        def fn(m, tokens, length):
+            def loss(hooks):
+                return float(comp.per_token_loss(m.run_with_hooks(tokens, fwd_hooks=hooks), tokens)[:, start(length):].mean())
+            _, cache = m.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+            base, out = loss([]), torch.zeros(m.cfg.n_layers, m.cfg.n_heads)
+            for l in range(m.cfg.n_layers):
+                for h in range(m.cfg.n_heads):
+                    value = ablate(cache[f"blocks.{l}.attn.hook_z"][:, :, h])
+                    def hook(z, hook=None, h=h, value=value):
+                        z[:, :, h] = value
+                        return z
+                    out[l, h] = loss([(f"blocks.{l}.attn.hook_z", hook)]) - base
+            return out
+        return fn
 
+    zero, mean = (lambda z: 0.0), (lambda z: z.mean((0, 1)))
+    assert comp.check_head_ablation_effects(effects_from(lambda n: n + 1, zero))   # the written-out loop is right
     with pytest.raises(CheckFailed, match="second copy"):
-        comp.check_head_ablation_effects(all_tokens, model)
+        comp.check_head_ablation_effects(effects_from(lambda n: 0, zero))
+    with pytest.raises(CheckFailed, match="first token of the second copy"):
+        comp.check_head_ablation_effects(effects_from(lambda n: n, zero))
+    with pytest.raises(CheckFailed, match="mean ablation"):
+        comp.check_head_ablation_effects(effects_from(lambda n: n + 1, mean))
+
+
+def test_prediction_checkers_use_the_chapters_measurement(capsys):
+    second = {(0, 0): 7.4, (0, 1): 0.6, (0, 2): 0.65, (0, 3): 4.2}
+    partners = [(0, 3), (0, 1), (0, 2)]
+    assert comp.check_layer0_prediction((0, 0), second, partners, (0, 0))
+    assert comp.check_layer0_prediction([0, 0], second, partners, (0, 0))      # a list is read as a tuple
+    with pytest.raises(CheckFailed, match="strongest previous-token head"):
+        comp.check_layer0_prediction((0, 3), second, partners, (0, 0))
+    with pytest.raises(CheckFailed, match="costs the \\*least"):
+        comp.check_layer0_prediction((0, 1), {**second, (0, 1): 0.1}, [(0, 3), (0, 2), (0, 1)], (0, 0))
+    # the answer follows the measurement: on another outcome another head is right
+    assert comp.check_layer0_prediction((0, 3), {**second, (0, 3): 9.0}, partners, (0, 0))
+    assert comp.check_layer0_prediction(..., second, partners, (0, 0)) is False
+
+    paths = {"Q": (7.6, 6.5), "K": (7.6, 0.1), "V": (7.6, 2.6), "direct": (7.6, 0.02)}
+    assert comp.check_reading_path(" q ", paths)
+    with pytest.raises(CheckFailed, match="previous"):
+        comp.check_reading_path("K", paths)
+    with pytest.raises(CheckFailed, match="queries costs more"):   # V, where Q is measurably larger
+        comp.check_reading_path("V", paths)
+    assert comp.check_reading_path("V", {**paths, "V": (7.6, 7.0)})
+    assert comp.check_reading_path("Q", None) is False
+    assert "no separate query/key/value hooks" in capsys.readouterr().out
+
+
+def _routes(q, v, q_runs, v_runs):
+    """Path losses with per-batch second-copy losses (as resampled_path_losses returns them)."""
+    t = lambda xs: torch.tensor(xs, dtype=torch.float64)
+    return {"Q": (7.6, q, t(q_runs)), "K": (7.6, 0.25, t([0.2, 0.3, 0.25])), "V": (7.6, v, t(v_runs)),
+            "direct": (7.6, 0.05, t([0.05, 0.05, 0.05]))}
+
+
+def test_reading_path_accepts_any_route_within_the_measured_tie(capsys):
+    # the chapter's outcome: V above Q by less than two standard errors of the paired difference over batches
+    tied = _routes(6.61, 6.76, [6.51, 6.67, 6.65], [6.92, 6.74, 6.63])
+    t = comp.route_tie(tied)
+    assert str(t) == "V" and t.near == {"Q", "V"} and t.margin == pytest.approx(0.15)
+    assert comp.check_reading_path("Q", tied) and comp.check_reading_path("V", tied)
+    assert "cannot separate Q and V" in capsys.readouterr().out      # the checker says it accepted a tie
+    with pytest.raises(CheckFailed, match="previous"):
+        comp.check_reading_path("K", tied)
+    # the same means with a consistent gap in every batch: no tie, and Q is named as the misconception it is
+    apart = _routes(6.0, 6.9, [6.0, 6.1, 5.9], [6.9, 7.0, 6.8])
+    assert comp.route_tie(apart).near == {"V"}
+    assert comp.check_reading_path("V", apart)
+    assert "cannot separate" not in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="values costs more"):
+        comp.check_reading_path("Q", apart)
+    with pytest.raises(CheckFailed, match="give one of"):
+        comp.check_reading_path("W", apart)
+    # without per-batch losses there is no spread: only the top route passes
+    assert comp.route_tie({k: v[:2] for k, v in tied.items()}).near == {"V"}
+    with pytest.raises(ValueError, match="no entry"):
+        comp.route_tie({"Q": (7.6, 1.0)})
+
+    kinds = {(0, 0): "self-attending", (0, 1): "previous-token", (1, 0): "induction", (1, 1): "other"}
+    effects = torch.tensor([[7.0, 1.0], [3.0, 0.1]])
+    assert comp.check_top2_prediction(("induction", "self-attending"), effects, kinds)
+    assert comp.check_top2_prediction(["self-attending", "induction"], effects, kinds)   # any order
+    with pytest.raises(CheckFailed, match="attention patterns"):
+        comp.check_top2_prediction(("previous-token", "induction"), effects, kinds)
+    with pytest.raises(CheckFailed, match="two kinds"):
+        comp.check_top2_prediction(("induction", "queen"), effects, kinds)
+    assert comp.check_top2_prediction(("previous-token", "self-attending"), torch.tensor([[7.0, 5.0], [3.0, 0.1]]), kinds)
 
 
 # ------------------------------------------------------------------- the bundled model
@@ -335,3 +427,45 @@ def test_path_ablation_routes_add_up_to_the_whole_ablation():
         comp.path_ablation_losses(m, toks, 20, 1, 0)
     with pytest.raises(ValueError, match="head"):
         comp.path_ablation_losses(m, toks, 20, 0, 99)
+
+
+def test_path_ablation_with_a_resample_replacement():
+    import helpers
+
+    m = helpers.load_model("rs-attn-2l", device="cpu")
+    toks = comp.repeated_random_tokens(m, n_seqs=4, length=20, seed=3)
+    _, cache = m.run_with_cache(toks, names_filter="blocks.0.attn.hook_z")
+    other = cache["blocks.0.attn.hook_z"][:, :, 0].roll(1, 0)      # each sequence gets another sequence's output
+    out = comp.path_ablation_losses(m, toks, 20, 0, 0, replacement=other)
+    assert out["every path"] == pytest.approx(out["all"], abs=1e-4)
+    # the replacement is used: with the head's own clean output put back, nothing changes
+    same = comp.path_ablation_losses(m, toks, 20, 0, 0, replacement=cache["blocks.0.attn.hook_z"][:, :, 0])
+    for p in comp.PATHS + ("all",):
+        assert same[p] == pytest.approx(same["clean"], abs=1e-4)
+    assert out["all"][1] > out["clean"][1] + 1.0
+    with pytest.raises(ValueError, match="replacement"):
+        comp.path_ablation_losses(m, toks, 20, 0, 0, replacement=other[:, :5])
+    # per sequence: the same means, with each sequence's second-copy loss
+    per = comp.path_ablation_losses(m, toks, 20, 0, 0, replacement=other, per_sequence=True)
+    for p in comp.PATHS + ("all",):
+        assert per[p][:2] == pytest.approx(out[p], abs=1e-6) and per[p][2].shape == (4,)
+        assert float(per[p][2].mean()) == pytest.approx(out[p][1], abs=1e-5)
+
+
+def test_resampled_path_losses_pool_batches():
+    import helpers
+
+    m = helpers.load_model("rs-attn-2l", device="cpu")
+    sets = [comp.repeated_random_tokens(m, n_seqs=4, length=20, seed=s) for s in (3, 4)]
+    pooled = comp.resampled_path_losses(m, sets, 20, 0, 0)
+    one = []
+    for toks in sets:   # by hand: each batch resampled within itself, then averaged
+        _, cache = m.run_with_cache(toks, names_filter="blocks.0.attn.hook_z")
+        one.append(comp.path_ablation_losses(m, toks, 20, 0, 0, replacement=cache["blocks.0.attn.hook_z"][:, :, 0].roll(1, 0)))
+    for p in comp.PATHS + ("all", "clean"):
+        assert pooled[p][1] == pytest.approx((one[0][p][1] + one[1][p][1]) / 2, abs=1e-5)
+        assert pooled[p][2].tolist() == pytest.approx([one[0][p][1], one[1][p][1]], abs=1e-5)
+    with pytest.raises(ValueError, match="two sequences"):
+        comp.resampled_path_losses(m, [sets[0][:1]], 20, 0, 0)
+    with pytest.raises(ValueError, match="list of token batches"):
+        comp.resampled_path_losses(m, sets[0], 20, 0, 0)
