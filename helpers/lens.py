@@ -341,7 +341,8 @@ def train_tuned_lens(model, tokens, steps: int = 400, lr: float = 3e-3, batch_to
     if heldout is not None:
         ho_states, ho_final = flat(require_tokens(model, heldout, "heldout"))
 
-    def heldout_kl(lens, chunk: int = 256):                            # chunks bound memory on a 50k vocabulary
+    def heldout_kl(lens):                                                # chunks bound memory on a 50k vocabulary:
+        chunk = min(256, _chunk_rows(model, 1, n + 1))                   # [L, chunk, vocab] under ~128 MB
         total = torch.zeros(n)
         with torch.no_grad():
             for i in range(0, ho_states.shape[1], chunk):
@@ -412,10 +413,18 @@ def random_init_model(name: str, seed: int = 0, std: float | None = None):
 
 
 def top1_agreement(model, cache, sublayers: bool = False, skip_first: bool = True):
-    """Fraction of positions where the logit lens's top token at each depth is the model's final top token: [depth]."""
-    lens_logits, _ = logit_lens(model, cache, sublayers)                   # [depth, batch, pos, vocab]
+    """Fraction of positions where the logit lens's top token at each depth is the model's final top token: [depth].
+
+    Computed a few sequences at a time, so the lens logits [depth, chunk, pos, vocab] stay under
+    ~128 MB on any vocabulary (one chunk on the bundled models).
+    """
+    states, _ = stream_states(cache, _n_layers(model), sublayers)           # [depth, batch, pos, d]
     sl = slice(1, None) if skip_first else slice(None)
-    top = lens_logits[:, :, sl].argmax(-1)
+    step, tops = _chunk_rows(model, states.shape[2], states.shape[0]), []
+    with torch.no_grad():
+        for i in range(0, states.shape[1], step):
+            tops.append(unembed(model, states[:, i:i + step])[:, :, sl].argmax(-1))   # [depth, chunk, pos]
+    top = torch.cat(tops, dim=1)
     return (top == top[-1:]).float().mean((1, 2))
 
 
@@ -637,19 +646,25 @@ def mean_distribution_kl(model, cache):
 
 # ---------------------------------------------------------------- figures
 
-def block_budget_figure(model, tokens, k: int = 8, pos: int = -1, active: int | None = None):
+def block_budget_figure(model, tokens, k: int = 8, pos: int = -1, active: int | None = None, budget_logits=None):
     """Slider over the number of blocks kept (0 … L): the top-``k`` next tokens at ``pos``.
 
     Returns (figure, frames) where frames[i] = (token strings, probabilities) for
     i blocks kept. Static plotly, so it works in the book without a kernel.
+    ``budget_logits`` [L + 1, batch, pos, vocab], the :func:`run_with_block_budget`
+    logits of ``tokens`` for 0 … L blocks kept, saves running the model again.
     """
     from .plotting import slider_bars
 
     n = _n_layers(model)
     tokens = require_tokens(model, tokens)
+    want = (n + 1, *tokens.shape, int(model.cfg.d_vocab))
+    if budget_logits is not None and tuple(budget_logits.shape) != want:
+        raise ValueError(f"budget_logits must be run_with_block_budget's logits for 0 … {n} blocks kept, "
+                         f"shape {want}; got {tuple(budget_logits.shape)}.")
     frames, titles = [], []
     for keep in range(n + 1):
-        logits = run_with_block_budget(model, tokens, keep)[0, pos]
+        logits = (run_with_block_budget(model, tokens, keep) if budget_logits is None else budget_logits[keep])[0, pos]
         labels, probs = top_tokens(model, logits, k)
         frames.append(([repr(s) for s in labels], probs))
         what = "the direct path" if keep == 0 else ("the full model" if keep == n else f"{keep} of {n} blocks")

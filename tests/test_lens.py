@@ -440,3 +440,48 @@ def test_kl_by_depth_and_constant_baseline(tiny_model):
     # p_bar is the best constant: any other constant guess scores worse
     other = (logp.exp() * (logp - logp[0, 0])).sum(-1).mean()
     assert float(const.mean()) < float(other)
+
+
+# ---------------------------------------------------------------- bounded memory on a large vocabulary (issue 18)
+
+def test_top1_agreement_in_chunks_equals_one_piece(tiny_model, monkeypatch):
+    torch.manual_seed(1)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (5, 12))
+    with torch.no_grad():
+        _, cache = tiny_model.run_with_cache(tokens)
+    lens_logits, _ = lens.logit_lens(tiny_model, cache, sublayers=False)
+    top = lens_logits[:, :, 1:].argmax(-1)
+    one_piece = (top == top[-1:]).float().mean((1, 2))
+    assert torch.equal(lens.top1_agreement(tiny_model, cache), one_piece)
+    monkeypatch.setattr(lens, "_chunk_rows", lambda *a, **k: 2)              # 3 chunks of 2, 2 and 1 sequences
+    chunked = lens.top1_agreement(tiny_model, cache)
+    assert torch.equal(chunked, one_piece)
+    # the comparison can fail: agreement over the first two sequences only is a different number
+    assert not torch.equal(lens.top1_agreement(tiny_model, {k: v[:2] for k, v in cache.items()}), one_piece)
+
+
+def test_tuned_lens_heldout_kl_does_not_depend_on_the_chunk(tiny_model, monkeypatch):
+    torch.manual_seed(2)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (6, 16))
+    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+    kw = dict(steps=2, lr=1e-2, batch_tokens=16, seed=0, heldout=tokens[4:], eval_every=1)
+    _, whole = lens.train_tuned_lens(tiny_model, tokens[:4], **kw)
+    monkeypatch.setattr(lens, "_chunk_rows", lambda *a, **k: 7)               # 30 held-out positions in chunks of 7
+    _, chunked = lens.train_tuned_lens(tiny_model, tokens[:4], **kw)
+    assert torch.allclose(torch.tensor(chunked["heldout"]), torch.tensor(whole["heldout"]), atol=1e-5)
+    assert len(whole["heldout"]) == 3 and not torch.allclose(torch.tensor(whole["heldout"][0]),
+                                                             torch.tensor(whole["heldout"][-1]))
+
+
+def test_block_budget_figure_reads_the_given_budget_logits(tiny_model, run):
+    tokens, _, _ = run
+    n = tiny_model.cfg.n_layers
+    with torch.no_grad():
+        budget = torch.stack([lens.run_with_block_budget(tiny_model, tokens, k) for k in range(n + 1)])
+    _, fresh = lens.block_budget_figure(tiny_model, tokens, k=4)
+    _, reused = lens.block_budget_figure(tiny_model, tokens, k=4, budget_logits=budget)
+    assert reused == fresh
+    _, flipped = lens.block_budget_figure(tiny_model, tokens, k=4, budget_logits=budget.flip(0))
+    assert flipped == fresh[::-1] and flipped != fresh                         # the frames come from the logits given
+    with pytest.raises(ValueError, match="budget_logits"):
+        lens.block_budget_figure(tiny_model, tokens, k=4, budget_logits=budget[:-1])
