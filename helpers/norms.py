@@ -39,16 +39,18 @@ __all__ = [
     "CharData",
     "char_data",
     "train_lm",
+    "train_arms",
     "depth_profiles",
     "depth_slider_figure",
     "loss_curves_figure",
     "deepnorm_block_update",
     "check_post_ln_input",
-    "check_band_std",
+    "check_wide_mlp_std",
     "check_deepnorm_identity",
     "check_xiong_bounds",
     "loglog_slope",
-    "check_loglog_slope",
+    "last_layer_exponents",
+    "check_position_exponent",
 ]
 
 NORMS = ("pre", "post")
@@ -125,7 +127,9 @@ class Attention(nn.Module):
         B, T, d = x.shape
         q, k, v = (W(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)
                    for W in (self.W_Q, self.W_K, self.W_V))  # (B, H, T, d_head)
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, d_head)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, H, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        z = scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v  # (B, H, T, d_head)
         return self.W_O(z.transpose(1, 2).reshape(B, T, d))  # (B, T, d)
 
 
@@ -342,22 +346,57 @@ def post_ln_identity_theory(n_layers: int, alpha: float = 1.0) -> float:
     return float((a2 / math.sqrt((a2 + 1) * (a2 + 0.5))) ** n_layers)
 
 
+def _check_tokens(tokens) -> None:
+    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise ValueError("tokens must be an integer tensor (batch, pos) with at least 2 positions.")
+
+
+def _grad_record(model: NormGPT, tokens) -> dict:
+    """One backward pass of next-token loss on ``tokens``: every layer's MLP gradient norms, and for the last layer
+    the gradient each position's own loss gives (one rank-one term of the batch's sum) and how alike the positions'
+    inputs to W_in are."""
+    mlp, seen = model.blocks[-1].mlp, {}
+
+    def keep(name):
+        def hook(module, args, out):
+            out.retain_grad()
+            seen[name] = (args[0].detach(), out)
+        return hook
+
+    handles = [mlp.W_in.register_forward_hook(keep("W_in")), mlp.W_out.register_forward_hook(keep("W_out"))]
+    try:
+        model.zero_grad(set_to_none=True)
+        logits = model(tokens[:, :-1])
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    batch = np.array([[float(getattr(b.mlp, w).weight.grad.norm()) for b in model.blocks] for w in ("W_in", "W_out")])
+    n_pos = tokens[:, 1:].numel()  # the loss is a mean over positions: its own loss gives each position n_pos × its share
+    # the last MLP's output at position t reaches only position t's loss, so its gradient there is that loss's alone:
+    # ∂loss_t/∂W = x_tᵀ g_t, of norm ‖x_t‖·‖g_t‖ (x_t the matrix's input, g_t the gradient at its output)
+    per_pos = np.array([float((x.norm(dim=-1) * out.grad.norm(dim=-1)).mean()) * n_pos for x, out in
+                        (seen["W_in"], seen["W_out"])])
+    x = seen["W_in"][0].reshape(-1, seen["W_in"][0].shape[-1])
+    x = x / x.norm(dim=-1, keepdim=True)
+    n = x.shape[0]
+    align = float(((x @ x.T).sum() - n) / (n * (n - 1)))  # mean cosine between two positions' inputs to W_in
+    model.zero_grad(set_to_none=True)
+    return {"batch": batch, "per_position": per_pos, "align": align}
+
+
 def ffn_grad_norms(model: NormGPT, tokens, which: str = "W_out") -> np.ndarray:
     """Frobenius norm of ∂loss/∂W for each layer's MLP matrix (``W_out`` is Xiong's W^{2,l}).
 
-    The loss is next-token cross-entropy on ``tokens`` (B, T).
+    The loss is next-token cross-entropy on ``tokens`` (B, T). ``which="both"``
+    returns an array (2, L): row 0 ``W_in``, row 1 ``W_out``, from one backward pass.
     """
     _check_model(model)
-    if which not in ("W_in", "W_out"):
-        raise ValueError(f"which must be 'W_in' or 'W_out', got {which!r}.")
-    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.dim() != 2 or tokens.shape[1] < 2:
-        raise ValueError("tokens must be an integer tensor (batch, pos) with at least 2 positions.")
-    model.zero_grad(set_to_none=True)
-    logits = model(tokens[:, :-1])
-    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)).backward()
-    out = np.array([float(getattr(b.mlp, which).weight.grad.norm()) for b in model.blocks])
-    model.zero_grad(set_to_none=True)
-    return out
+    if which not in ("W_in", "W_out", "both"):
+        raise ValueError(f"which must be 'W_in', 'W_out' or 'both', got {which!r}.")
+    _check_tokens(tokens)
+    out = _grad_record(model, tokens)["batch"]
+    return out if which == "both" else out[0 if which == "W_in" else 1]
 
 
 def stream_jacobian(model: NormGPT, x0) -> torch.Tensor:
@@ -423,6 +462,17 @@ def _batch(ids: torch.Tensor, batch_size: int, T: int, gen: torch.Generator) -> 
     return torch.stack([ids[s : s + T + 1] for s in starts.tolist()])  # (B, T+1)
 
 
+def _check_training(cfg, data, seq_len) -> None:
+    if not isinstance(cfg, NormConfig):
+        raise TypeError(f"cfg must be a NormConfig, got {type(cfg).__name__}.")
+    if not isinstance(data, CharData):
+        raise TypeError(f"data must be a CharData (see char_data), got {type(data).__name__}.")
+    if cfg.d_vocab < data.vocab_size:
+        raise ValueError(f"cfg.d_vocab={cfg.d_vocab} is smaller than the data's alphabet ({data.vocab_size}).")
+    if seq_len > cfg.n_ctx:
+        raise ValueError(f"seq_len={seq_len} exceeds cfg.n_ctx={cfg.n_ctx}.")
+
+
 def train_lm(cfg: NormConfig, data: CharData, steps: int = 150, lr: float = 3e-3, warmup: int = 0,
              batch_size: int = 16, seq_len: int = 64, seed: int = 0) -> dict:
     """Train a :class:`NormGPT` with Adam (β = 0.9, 0.98; no clipping, no weight decay).
@@ -432,14 +482,7 @@ def train_lm(cfg: NormConfig, data: CharData, steps: int = 150, lr: float = 3e-3
     validation loss (mean over 8 fixed batches); a run that produces a NaN stops
     and reports ``diverged=True``.
     """
-    if not isinstance(cfg, NormConfig):
-        raise TypeError(f"cfg must be a NormConfig, got {type(cfg).__name__}.")
-    if not isinstance(data, CharData):
-        raise TypeError(f"data must be a CharData (see char_data), got {type(data).__name__}.")
-    if cfg.d_vocab < data.vocab_size:
-        raise ValueError(f"cfg.d_vocab={cfg.d_vocab} is smaller than the data's alphabet ({data.vocab_size}).")
-    if seq_len > cfg.n_ctx:
-        raise ValueError(f"seq_len={seq_len} exceeds cfg.n_ctx={cfg.n_ctx}.")
+    _check_training(cfg, data, seq_len)
     if not (isinstance(steps, int) and steps > 0 and isinstance(warmup, int) and 0 <= warmup <= steps):
         raise ValueError(f"need steps > 0 and 0 <= warmup <= steps, got steps={steps!r}, warmup={warmup!r}.")
     if not lr > 0:
@@ -469,6 +512,86 @@ def train_lm(cfg: NormConfig, data: CharData, steps: int = 150, lr: float = 3e-3
     return {"losses": np.array(losses), "val_loss": val_loss, "diverged": diverged, "model": model}
 
 
+def train_arms(cfg: NormConfig, data: CharData, arms: dict, seeds=(0, 1, 2), steps: int = 150,
+               batch_size: int = 16, seq_len: int = 32) -> dict:
+    """Train every ``(arm, seed)`` of a comparison at once; the same runs as :func:`train_lm`, batched.
+
+    ``arms`` maps a name to ``(norm, lr, warmup)``. Each run is
+    ``train_lm(replace(cfg, norm=norm), data, steps, lr, warmup, batch_size, seq_len, seed)``:
+    the same initial weights, batches, schedule and Adam (β = 0.9, 0.98). The
+    models of one placement are stacked and run as one batched model
+    (``torch.func.vmap``), which is several times faster than one run after
+    another for models this small; Adam acts on each entry separately, so
+    stacking changes nothing but float rounding. Returns ``{name: [run per seed]}``
+    with ``losses``, ``val_loss`` and ``diverged`` as in :func:`train_lm` (no model).
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+
+    _check_training(cfg, data, seq_len)
+    seeds = [int(s) for s in seeds]
+    if not seeds or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"need at least one seed and steps >= 1, got seeds={seeds!r}, steps={steps!r}.")
+    if not isinstance(arms, dict) or not arms:
+        raise ValueError("arms must map a name to (norm, lr, warmup).")
+    for name, arm in arms.items():
+        if not (isinstance(arm, tuple) and len(arm) == 3 and arm[0] in NORMS and arm[1] > 0
+                and isinstance(arm[2], int) and 0 <= arm[2] <= steps):
+            raise ValueError(f"arms[{name!r}] must be (norm in {NORMS}, lr > 0, 0 <= warmup <= steps), got {arm!r}.")
+    # the batches: one generator per seed, as in train_lm, shared by every arm of that seed
+    gens = [torch.Generator().manual_seed(10_000 + s) for s in seeds]
+    batches = torch.stack([torch.stack([_batch(data.train, batch_size, seq_len, g) for g in gens])
+                           for _ in range(steps)])  # (steps, seed, B, T+1)
+    val_gen = torch.Generator().manual_seed(99)
+    val_batches = torch.stack([_batch(data.val, batch_size, seq_len, val_gen) for _ in range(8)])  # (8, B, T+1)
+    out = {}
+    for norm in NORMS:
+        names = [n for n, a in arms.items() if a[0] == norm]
+        if not names:
+            continue
+        runs = [(n, s) for n in names for s in range(len(seeds))]  # one stacked model per (arm, seed)
+        c = replace(cfg, norm=norm)
+        base = NormGPT(c, seed=seeds[0])
+        params, buffers = stack_module_state([NormGPT(c, seed=seeds[i]) for _, i in runs])
+        params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+
+        def loss_one(p, b, xy):
+            logits = functional_call(base, (p, b), (xy[:, :-1],))
+            return F.cross_entropy(logits.reshape(-1, c.d_vocab), xy[:, 1:].reshape(-1))
+
+        batched_loss = vmap(loss_one, in_dims=(0, 0, 0))
+        lr_max = torch.tensor([arms[n][1] for n, _ in runs], dtype=torch.float64)
+        warm = torch.tensor([arms[n][2] for n, _ in runs], dtype=torch.float64)
+        seed_idx = torch.tensor([i for _, i in runs])
+        m = {k: torch.zeros_like(v) for k, v in params.items()}
+        v2 = {k: torch.zeros_like(v) for k, v in params.items()}
+        beta1, beta2, eps = 0.9, 0.98, 1e-8
+        losses = torch.full((len(runs), steps), float("nan"))
+        alive = torch.ones(len(runs), dtype=torch.bool)
+        for step in range(steps):
+            lr = torch.where(warm > 0, lr_max * torch.clamp((step + 1) / warm.clamp(min=1), max=1.0), lr_max)
+            loss = batched_loss(params, buffers, batches[step, seed_idx])  # (runs,)
+            alive &= torch.isfinite(loss.detach())
+            losses[alive, step] = loss.detach()[alive]
+            grads = torch.autograd.grad(torch.where(alive, loss, torch.zeros_like(loss)).sum(), list(params.values()))
+            with torch.no_grad():  # Adam, as torch.optim.Adam computes it, one step size per run
+                bc1, bc2 = 1 - beta1 ** (step + 1), 1 - beta2 ** (step + 1)
+                for (k, p), g in zip(params.items(), grads):
+                    g = torch.nan_to_num(g) * alive.view(-1, *[1] * (g.dim() - 1))  # a diverged run stops moving
+                    m[k].lerp_(g, 1 - beta1)
+                    v2[k].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    step_size = (lr / bc1).to(p.dtype).view(-1, *[1] * (p.dim() - 1)) * alive.view(-1, *[1] * (p.dim() - 1))
+                    p.sub_(step_size * m[k] / (v2[k].sqrt() / math.sqrt(bc2) + eps))
+        with torch.no_grad():
+            val = torch.stack([vmap(loss_one, in_dims=(0, 0, None))(params, buffers, vb) for vb in val_batches]).mean(0)
+        for r, (n, i) in enumerate(runs):
+            diverged = not bool(alive[r])
+            vl = float(val[r])
+            out.setdefault(n, [None] * len(seeds))[i] = {
+                "losses": losses[r, :].numpy() if not diverged else losses[r][torch.isfinite(losses[r])].numpy(),
+                "val_loss": vl if not diverged and math.isfinite(vl) else float("nan"), "diverged": diverged}
+    return {n: out[n] for n in arms}
+
+
 # ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
@@ -478,28 +601,39 @@ def depth_profiles(depths, d_model: int = 64, n_seeds: int = 3, tokens=None, bat
 
     Norms use i.i.d. N(0, I_d) stream inputs; gradients use next-token loss on
     ``tokens`` (B, T). Both are averaged over ``n_seeds`` initialisations;
-    ``grad_seeds`` keeps each seed's gradients, for the spread.
+    ``grad_seeds`` keeps each seed's gradients, for the spread, and
+    ``grad_in_seeds`` the same for ``W_in`` (from the same backward pass).
+    For the last layer, ``grad_pos_seeds`` holds the gradient norm that one
+    position's own loss gives, averaged over positions (``[W_in, W_out]`` per
+    seed), and ``align_seeds`` the mean cosine between the inputs to its
+    ``W_in`` at two different positions.
     """
     depths = [int(L) for L in depths]
     if not depths or min(depths) < 1:
         raise ValueError("depths must be a non-empty list of positive ints.")
     if tokens is None:
         raise ValueError("depth_profiles needs tokens (batch, pos) for the gradient profile.")
-    out = {"depths": depths, "norm": {}, "grad": {}, "grad_seeds": {}}
+    _check_tokens(tokens)
+    keys = ("norm", "grad", "grad_seeds", "grad_in_seeds", "grad_pos_seeds", "align_seeds")
+    out = {"depths": depths, **{k: {} for k in keys}}
     for norm in NORMS:
-        out["norm"][norm], out["grad"][norm], out["grad_seeds"][norm] = [], [], []
+        for k in keys:
+            out[k][norm] = []
         for L in depths:
-            n_acc, g_acc = [], []
+            n_acc, rec = [], []
             for s in range(n_seeds):
                 cfg = NormConfig(norm=norm, n_layers=L, d_model=d_model, d_mlp=cfg_kwargs.get("d_mlp", d_model),
                                  **{k: v for k, v in cfg_kwargs.items() if k != "d_mlp"})
                 model = NormGPT(cfg, seed=s)
                 x = torch.randn(batch, seq_len, d_model, generator=torch.Generator().manual_seed(1000 + s))
                 n_acc.append(stream_norms(model, x) / d_model)
-                g_acc.append(ffn_grad_norms(model, tokens))
+                rec.append(_grad_record(model, tokens))
             out["norm"][norm].append(np.mean(n_acc, axis=0))
-            out["grad"][norm].append(np.mean(g_acc, axis=0))
-            out["grad_seeds"][norm].append(np.array(g_acc))  # (n_seeds, L)
+            out["grad_seeds"][norm].append(np.array([r["batch"][1] for r in rec]))  # (n_seeds, L): W_out
+            out["grad_in_seeds"][norm].append(np.array([r["batch"][0] for r in rec]))  # (n_seeds, L): W_in
+            out["grad"][norm].append(out["grad_seeds"][norm][-1].mean(0))
+            out["grad_pos_seeds"][norm].append(np.array([r["per_position"] for r in rec]))  # (n_seeds, [W_in, W_out])
+            out["align_seeds"][norm].append(np.array([r["align"] for r in rec]))  # (n_seeds,)
     return out
 
 
@@ -548,7 +682,7 @@ def depth_slider_figure(profiles: dict, active: int | None = None):
     fig.update_yaxes(title_text="E‖h_ℓ‖²/d", range=[0, ymax], row=1, col=1)
     fig.update_yaxes(title_text="‖∂loss/∂W_out‖", type="log", row=1, col=2)
     fig.update_layout(
-        title={"text": "Pre-LN's stream grows; post-LN's gradient peaks at the end", "y": 0.97, "yanchor": "top"},
+        title={"text": "Pre-LN: stream grows, last-layer gradient shrinks with depth", "y": 0.97, "yanchor": "top"},
         sliders=[{"active": active, "currentvalue": {"prefix": "depth L = "}, "steps": steps,
                   "y": -0.24, "yanchor": "top", "pad": {"t": 10}}],
         height=580, margin={"t": 120, "b": 170}, meta={"view": str(depths[active])},
@@ -656,21 +790,26 @@ POST_LN_INPUT = Exercise(
 check_post_ln_input = POST_LN_INPUT.check_value
 
 
-# Exercise 3 (predict): the init scale that puts the stream in the band. -------------------------------
-def solution_band_std(d: int = 64) -> float:
-    """Every matrix N(0, s²) with d_mlp = d: writes keep the lemma's size only when d·s² = 1."""
-    return 1.0 / math.sqrt(d)
+# Exercise 3 (predict): the init scale that keeps a wide MLP's write at the lemma's size. ------------
+#: The setting of exercise 3: a pre-LN NormGPT, ReLU MLP, every matrix N(0, s²).
+WIDE_MLP_SETTING = {"d_model": 64, "d_mlp": 256}
 
 
-BAND_STD = Exercise(
-    id="ch3.band-std",
-    name="band_std",
-    solution=solution_band_std,
-    atol=0.0, rtol=0.05,  # the theory's answer is 1/√d; within 5 % the writes keep their size to within 20 %
+def solution_wide_mlp_std(d: int = 64, d_mlp: int = 256) -> float:
+    """N(0, s²) entries: LN(x) W_in has entries of variance d·s², ReLU keeps half (d_mlp·d·s²/2 in all), W_out
+    multiplies squared norms by d·s². The write is d·d_mlp·s⁴/2 in units of d: the lemma's 1/2 when s = (d·d_mlp)^(-1/4)."""
+    return float((d * d_mlp) ** -0.25)
+
+
+WIDE_MLP_STD = Exercise(
+    id="ch3.wide-mlp-std",
+    name="wide_mlp_std",
+    solution=solution_wide_mlp_std,
+    atol=0.0, rtol=0.05,  # the write goes as s⁴: within 5 % of s it stays within about 20 % of d/2
 )
 
 
-check_band_std = BAND_STD.check_value
+check_wide_mlp_std = WIDE_MLP_STD.check_value
 
 
 # Exercise 4 (predict): the identity component of a DeepNorm stack. ------------------------------------
@@ -703,29 +842,63 @@ def check_deepnorm_identity(fn) -> bool:
     return DEEPNORM_IDENTITY.check(fn)
 
 
-# Exercise 5 (measure): a power law's exponent. ---------------------------------------------------------
-_LS = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
+# Exercise 5 (predict): the depth exponent of one position's gradient. -----------------------------------
+_GRAD_KINDS = {"batch": ("grad_seeds", "grad_in_seeds"), "per_position": ("grad_pos_seeds", "grad_pos_seeds")}
 
-LOGLOG_SLOPE = Exercise(
-    id="ch3.loglog-slope",
-    name="loglog_slope",
-    solution=loglog_slope,
-    cases=[((_LS, 3.0 * _LS ** -0.5), {}), ((_LS, 0.7 * np.ones(5)), {}),
-           ((_LS[:4], np.array([1.0, 0.8, 0.55, 0.41])), {}), ((np.array([1.0, 10.0]), np.array([2.0, 200.0])), {})],
+
+def last_layer_exponents(profiles: dict, norm: str = "pre", which: str = "W_out", kind: str = "batch") -> np.ndarray:
+    """Per seed, the exponent p of the last layer's gradient norm ∝ L^p over the depths of :func:`depth_profiles`.
+
+    ``kind="batch"``: the gradient of the batch's mean loss; ``kind="per_position"``: the gradient one position's
+    own loss gives, averaged over positions (one term of the batch's sum).
+    """
+    if not isinstance(profiles, dict) or not {"depths", "grad_pos_seeds"} <= set(profiles):
+        raise ValueError("profiles must be the dict returned by depth_profiles.")
+    if norm not in NORMS or which not in ("W_in", "W_out") or kind not in _GRAD_KINDS:
+        raise ValueError(f"need norm in {NORMS}, which in ('W_in', 'W_out') and kind in {tuple(_GRAD_KINDS)}, "
+                         f"got {norm!r}, {which!r}, {kind!r}.")
+    if len(profiles["depths"]) < 2:
+        raise ValueError("an exponent needs at least two depths.")
+    grads = profiles[_GRAD_KINDS[kind][which == "W_in"]][norm]
+    col = (0 if which == "W_in" else 1) if kind == "per_position" else -1  # per position: [W_in, W_out]; batch: last layer
+    last = np.array([g[:, col] for g in grads])  # (depth, seed)
+    return np.array([loglog_slope(profiles["depths"], last[:, s]) for s in range(last.shape[1])])
+
+
+def solution_position_exponent(per_position: float, batch_w_out: float, batch_w_in: float) -> float:
+    """The answer is the measurement: the exponent of one position's W_in gradient (pre-LN, last layer)."""
+    return float(per_position)
+
+
+POSITION_EXPONENT = Exercise(
+    id="ch3.position-exponent",
+    name="predicted_exponent",
+    solution=solution_position_exponent,
+    # (per-position W_in, batch W_out, batch W_in) exponents: the chapter's kind of measurement, then others
+    cases=[((-0.50, -0.42, -0.29), {}), ((-0.46, -0.30, -0.20), {}), ((-0.55, -0.45, -0.40), {})],
     mistakes=[
-        Mistake(lambda d, v: float(np.polyfit(np.asarray(d, float), np.asarray(v, float), 1)[0]),
-                "that is the slope of the raw values; take logarithms of both depths and values first "
-                "(a power law is a straight line on log-log axes)"),
-        Mistake(lambda d, v: float(np.polyfit(np.log(np.asarray(d, float)), np.asarray(v, float), 1)[0]),
-                "you took the logarithm of the depths only; a power law is straight only when both axes are "
-                "logarithmic"),
-        Mistake(lambda d, v: float(np.polyfit(np.asarray(d, float), np.log(np.asarray(v, float)), 1)[0]),
-                "you took the logarithm of the values only: that fits an exponential e^{pL}, not a power law L^p"),
+        Mistake(lambda pos, b_out, b_in: b_out,
+                "that is the batch's exponent, section 3's; the batch gradient is a sum of one term per position, "
+                "and how those terms add up can change with depth. One position's term carries only what its own "
+                "backward pass passes through"),
+        Mistake(lambda pos, b_out, b_in: 0.0,
+                "W_in is not shielded from LN_f by sitting earlier in the block: the gradient that reaches it has come "
+                "back through LN_f and W_out, so it carries LN_f's 1/σ_L"),
+        Mistake(lambda pos, b_out, b_in: -1.0,
+                "1/σ_L enters once, not twice: going back from W_out to W_in multiplies the gradient by W_out's weights "
+                "and ReLU's mask, whose sizes do not depend on the depth"),
+        Mistake(lambda pos, b_out, b_in: 0.5,
+                "the sign: the deeper the model, the larger the stream that LN_f divides by, so the gradient falls "
+                "with depth"),
     ],
-    atol=1e-6,
+    atol=0.05, rtol=0.0,  # see check_position_exponent
 )
 
 
-def check_loglog_slope(fn) -> bool:
-    """Checker for exercise 5: loglog_slope(depths, values) → the exponent p of values ∝ depths^p."""
-    return LOGLOG_SLOPE.check(fn)
+def check_position_exponent(predicted, profiles: dict) -> bool:
+    """Checker for exercise 5: a predicted exponent of one position's last-layer W_in gradient (pre-LN) against
+    the mean over seeds measured in ``profiles``, within 0.05: that admits the bound's -1/2 and the exponent of the
+    measured 1/σ_L (about -0.51), and rejects the batch exponents of section 3 (-0.42 for W_out, -0.29 for W_in)."""
+    measured = [float(last_layer_exponents(profiles, "pre", w, k).mean())
+                for w, k in (("W_in", "per_position"), ("W_out", "batch"), ("W_in", "batch"))]
+    return POSITION_EXPONENT.check_prediction(predicted, *measured)

@@ -136,6 +136,12 @@ def test_ffn_grad_norms_shape_and_validation():
     g = norms.ffn_grad_norms(m, torch.randint(0, 20, (2, 8)))
     assert g.shape == (3,) and np.all(g > 0)
     assert all(p.grad is None for p in m.parameters())  # leaves the model clean
+    toks = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(0))
+    both = norms.ffn_grad_norms(m, toks, which="both")  # one backward pass, rows W_in and W_out
+    assert both.shape == (2, 3)
+    assert np.allclose(both[0], norms.ffn_grad_norms(m, toks, which="W_in"))
+    assert np.allclose(both[1], norms.ffn_grad_norms(m, toks, which="W_out"))
+    assert not np.allclose(both[0], both[1])
     with pytest.raises(ValueError):
         norms.ffn_grad_norms(m, torch.randint(0, 20, (2, 8)), which="W_Q")
     with pytest.raises(ValueError):
@@ -233,6 +239,27 @@ def test_train_lm_learns_and_is_reproducible():
         norms.train_lm(replace(cfg, d_vocab=5), data, steps=1, seq_len=32)
 
 
+def test_train_arms_gives_the_runs_train_lm_gives():
+    """The batched trainer is a faster way to get the same runs: same weights, batches, schedule and Adam."""
+    data = norms.char_data(n_docs=100, seed=0)
+    cfg = NormConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=32, n_ctx=32, d_vocab=data.vocab_size)
+    arms = {"post, warmup": ("post", 3e-3, 10), "pre, constant": ("pre", 1e-3, 0), "pre, warmup": ("pre", 3e-3, 10)}
+    runs = norms.train_arms(cfg, data, arms, seeds=(0, 1), steps=25, batch_size=8, seq_len=32)
+    assert list(runs) == list(arms) and all(len(r) == 2 for r in runs.values())
+    for name, (norm, lr, warmup) in arms.items():
+        for i, seed in enumerate((0, 1)):
+            one = norms.train_lm(replace(cfg, norm=norm), data, steps=25, lr=lr, warmup=warmup, batch_size=8,
+                                 seq_len=32, seed=seed)
+            np.testing.assert_allclose(runs[name][i]["losses"], one["losses"], rtol=0, atol=1e-4)
+            assert abs(runs[name][i]["val_loss"] - one["val_loss"]) < 1e-4 and not runs[name][i]["diverged"]
+    # a broken trainer (one arm's learning rate applied to all) would be caught: the arms really differ
+    assert abs(runs["pre, constant"][0]["losses"][-1] - runs["pre, warmup"][0]["losses"][-1]) > 1e-3
+    with pytest.raises(ValueError, match="arms"):
+        norms.train_arms(cfg, data, {"x": ("mid", 1e-3, 0)}, steps=2)
+    with pytest.raises(ValueError, match="d_vocab"):
+        norms.train_arms(replace(cfg, d_vocab=5), data, arms, steps=2)
+
+
 # ---------------------------------------------------------------- figures
 def test_figures_build():
     data = norms.char_data(n_docs=50, seed=0)
@@ -274,17 +301,19 @@ def test_check_xiong_bounds():
         norms.check_xiong_bounds(lambda l, d: ((1 + l) * d, (1 + 3 * l) * d))
 
 
-def test_check_post_ln_input_prediction():
-    assert norms.check_post_ln_input(...) is False
-    assert norms.check_post_ln_input(1.32) is True
-    with pytest.raises(CheckFailed, match="d_mlp = d"):
-        norms.check_post_ln_input(1.5)
-    with pytest.raises(CheckFailed, match="output"):
-        norms.check_post_ln_input(1.0)
-    with pytest.raises(CheckFailed, match="depth"):
-        norms.check_post_ln_input(5.0)
+def _check_value_checker(check, right, named_wrongs, unlisted):
+    """A value checker: ... is not attempted, the right value passes, each typical wrong value is named."""
+    assert check(...) is False
+    assert check(right) is True
+    for value, words in named_wrongs:
+        with pytest.raises(CheckFailed, match=words):
+            check(value)
     with pytest.raises(CheckFailed):
-        norms.check_post_ln_input(2.0)
+        check(unlisted)
+
+
+def test_check_post_ln_input_prediction():
+    _check_value_checker(norms.check_post_ln_input, 1.32, [(1.5, "d_mlp = d"), (1.0, "output"), (5.0, "depth")], 2.0)
 
 
 def test_post_ln_input_solution_matches_a_measurement():
@@ -299,28 +328,23 @@ def test_post_ln_input_solution_matches_a_measurement():
     assert abs(got.mean() - 1.5) > 3 * se  # the lemma's 3/2 (d_mlp = d) is really wrong here
 
 
-def test_check_band_std_prediction():
-    assert norms.check_band_std(...) is False
-    assert norms.check_band_std(0.125) is True
-    with pytest.raises(CheckFailed, match="GPT-2"):
-        norms.check_band_std(0.02)
-    with pytest.raises(CheckFailed, match="variance"):
-        norms.check_band_std(1 / 64)
-    with pytest.raises(CheckFailed):
-        norms.check_band_std(0.3)
+def test_check_wide_mlp_std_prediction():
+    _check_value_checker(norms.check_wide_mlp_std, 0.0884, [(0.125, "d_mlp = d"), (1 / 16, "both widths"),
+                                                            (math.sqrt(2 / 320), "Xavier"), (0.02, "GPT-2")], 0.3)
 
 
-def test_band_std_solution_puts_the_stream_in_the_band_and_gpt2_std_does_not():
-    lo, hi = norms.xiong_bounds(np.arange(13), 1)
+def test_wide_mlp_std_solution_gives_the_lemmas_write_and_the_mistakes_do_not():
+    s = norms.WIDE_MLP_SETTING
 
-    def inside(std):
-        prof = np.mean([norms.stream_norms(NormGPT(NormConfig(norm="pre", n_layers=12, init_std=std), seed=k),
-                                           torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(k))) / 64
-                        for k in range(3)], axis=0)
-        return int(np.sum((prof[1:] >= lo[1:]) & (prof[1:] <= hi[1:])))
+    def mlp_write(std):
+        return np.mean([norms.write_norms(NormGPT(NormConfig(norm="pre", n_layers=2, d_model=s["d_model"], d_mlp=s["d_mlp"],
+                                                             init_std=std), seed=k),
+                                          torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(k)))[:, 1].mean()
+                        for k in range(4)])
 
-    assert inside(norms.solution_band_std(64)) == 12
-    assert inside(0.02) == 0
+    assert abs(mlp_write(norms.solution_wide_mlp_std(64, 256)) - 0.5) < 0.05
+    assert abs(mlp_write(0.125) - 2.0) < 0.2  # 1/√d: four times too large
+    assert mlp_write(0.02) < 0.01
 
 
 def test_check_deepnorm_identity():
@@ -334,11 +358,62 @@ def test_check_deepnorm_identity():
         norms.check_deepnorm_identity(lambda a, L: 0.5 ** L)
 
 
-def test_check_loglog_slope():
-    assert norms.check_loglog_slope(_stub) is False
-    assert norms.check_loglog_slope(norms.loglog_slope) is True
-    with pytest.raises(CheckFailed, match="logarithms"):
-        norms.check_loglog_slope(lambda d, v: float(np.polyfit(d, v, 1)[0]))
-    with pytest.raises(CheckFailed, match="depths only"):
-        norms.check_loglog_slope(lambda d, v: float(np.polyfit(np.log(d), v, 1)[0]))
+def test_loglog_slope():
     assert abs(norms.loglog_slope([1, 4, 16], [1, 0.5, 0.25]) + 0.5) < 1e-9
+    assert abs(norms.loglog_slope([2, 4, 8], [3, 3, 3])) < 1e-9
+
+
+def _fake_profiles(batch_in=-0.3, batch_out=-0.42, pos=-0.5, depths=(2, 4, 8, 16)):
+    """Profiles with known exponents: last-layer batch gradients ∝ L^batch_*, per-position ones ∝ L^pos."""
+    def last(L, p):
+        return np.array([[1.0] * (L - 1) + [L ** p * (1 + 0.01 * s)] for s in range(3)])
+    return {"depths": list(depths),
+            "grad_seeds": {n: [last(L, batch_out) for L in depths] for n in ("pre", "post")},
+            "grad_in_seeds": {n: [last(L, batch_in) for L in depths] for n in ("pre", "post")},
+            "grad_pos_seeds": {n: [np.array([[L ** pos, 2 * L ** pos]] * 3) for L in depths] for n in ("pre", "post")}}
+
+
+def test_last_layer_exponents_and_the_position_checker():
+    fake = _fake_profiles()
+    assert np.allclose(norms.last_layer_exponents(fake, "pre", "W_in"), -0.3)
+    assert np.allclose(norms.last_layer_exponents(fake, "pre", "W_out"), -0.42)
+    assert np.allclose(norms.last_layer_exponents(fake, "pre", "W_in", "per_position"), -0.5)
+    assert norms.check_position_exponent(..., fake) is False
+    assert norms.check_position_exponent(-0.5, fake) is True
+    assert norms.check_position_exponent(-0.46, fake) is True  # within 0.05
+    with pytest.raises(CheckFailed, match="batch's exponent"):  # the checker grades on the profiles it is given
+        norms.check_position_exponent(-0.42, fake)
+    assert norms.check_position_exponent(-0.42, _fake_profiles(pos=-0.43)) is True
+    with pytest.raises(CheckFailed, match="shielded"):
+        norms.check_position_exponent(0.0, fake)
+    with pytest.raises(CheckFailed, match="once, not twice"):
+        norms.check_position_exponent(-1.0, fake)
+    with pytest.raises(CheckFailed, match="the sign"):
+        norms.check_position_exponent(0.5, fake)
+    with pytest.raises(CheckFailed):
+        norms.check_position_exponent(-0.6, fake)
+    with pytest.raises(ValueError):
+        norms.last_layer_exponents({"depths": [2, 4]}, "pre")
+    with pytest.raises(ValueError):
+        norms.last_layer_exponents(fake, "pre", "W_in", "per_token")
+
+
+def test_per_position_gradient_is_each_positions_own_loss():
+    """depth_profiles' per-position norm equals the mean over positions of ‖∂loss_t/∂W‖ computed one loss at a time."""
+    m = NormGPT(SMALL, seed=1)
+    toks = torch.randint(0, 20, (2, 6), generator=torch.Generator().manual_seed(3))
+    rec = norms._grad_record(m, toks)
+    own = {w: [] for w in ("W_in", "W_out")}
+    for b in range(2):
+        for t in range(5):
+            m.zero_grad(set_to_none=True)
+            logits = m(toks[:, :-1])
+            torch.nn.functional.cross_entropy(logits[b, t][None], toks[b, t + 1][None]).backward()
+            for w in own:
+                own[w].append(float(getattr(m.blocks[-1].mlp, w).weight.grad.norm()))
+    assert np.allclose(rec["per_position"], [np.mean(own["W_in"]), np.mean(own["W_out"])], rtol=1e-4)
+    assert np.allclose(rec["batch"], norms.ffn_grad_norms(m, toks, which="both"))
+    # the batch gradient is the mean of the per-position ones: smaller than their mean norm unless all align
+    assert np.all(rec["batch"][:, -1] < rec["per_position"])
+    assert -1.0 <= rec["align"] <= 1.0
+    assert all(p.grad is None for p in m.parameters())
