@@ -361,6 +361,8 @@ class Exercise:
         ``...`` (Ellipsis) means not attempted yet. The listed mistakes are matched on
         the same measurement, so a typical wrong prediction is named.
         """
+        if self.choices is not None and prediction is not Ellipsis and prediction not in self.choices:
+            raise CheckFailed(f"{self.name}: choose one of {tuple(self.choices)}, got {prediction!r}.")
         if prediction is Ellipsis:
             _remind(self.name, value=True)
             return False

@@ -37,6 +37,11 @@ __all__ = [
     "near_least",
     "check_count_additive_terms",
     "check_rotary_terms",
+    "INTERFERENCE_BANDS",
+    "interference_ratio_windows",
+    "interference_band",
+    "check_interference_ratio",
+    "check_interference_prediction",
     "check_joint_cost",
     "check_joint_prediction",
     "check_least_prediction",
@@ -389,6 +394,105 @@ def solution_rotary_terms() -> int:
 
 ROTARY_TERMS = Exercise("ch1.rotary-terms", "terms_rotary", solution_rotary_terms)
 check_rotary_terms = ROTARY_TERMS.check_value
+
+
+# ------------------------------------------------------------------------- exercise: do the writes interfere?
+INTERFERENCE_BANDS = ("below 0.8", "0.8 to 1.25", "above 1.25")
+
+
+def interference_ratio_windows(model, tokens):
+    """Per sequence, the mean over positions of ‖Σ_i w_i‖² / Σ_i ‖w_i‖² for the writes w_i of the final
+    stream (:func:`decompose_stream`): 1 when the writes are mutually orthogonal, below 1 when they
+    partly cancel, above 1 when they point the same way. Returns a tensor [batch]."""
+    import torch
+
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        parts, _ = decompose_stream(model, cache)                       # [n_parts, batch, pos, d]
+        ratio = parts.sum(0).pow(2).sum(-1) / parts.pow(2).sum(-1).sum(0)  # [batch, pos]
+    return ratio.mean(-1)
+
+
+def solution_interference_ratio(model, tokens) -> float:
+    """Reference: ‖Σ w‖² / Σ ‖w‖² over the final stream's writes, averaged over sequences and positions."""
+    return float(interference_ratio_windows(model, tokens).mean())
+
+
+def interference_band(ratio: float) -> str:
+    """The band of INTERFERENCE_BANDS a ratio falls in: a factor of 1.25 either side of 1 counts as 'about 1'."""
+    ratio = float(ratio)
+    return INTERFERENCE_BANDS[0] if ratio < 0.8 else INTERFERENCE_BANDS[2] if ratio > 1.25 else INTERFERENCE_BANDS[1]
+
+
+def _interference_cases(model=None, texts=None):
+    if model is None:
+        model, *texts = _default_run()
+    return [((model, t), {}) for t in texts]
+
+
+def _norm_ratio(model, tokens) -> float:
+    import torch
+
+    with torch.no_grad():
+        parts, _ = decompose_stream(model, model.run_with_cache(tokens)[1])
+    return float((parts.sum(0).norm(dim=-1) / parts.norm(dim=-1).sum(0)).mean())
+
+
+def _blocks_only_ratio(model, tokens) -> float:
+    import torch
+
+    with torch.no_grad():
+        parts, labels = decompose_stream(model, model.run_with_cache(tokens)[1])
+    blocks = parts[[i for i, lab in enumerate(labels) if lab not in ("embed", "pos_embed")]]
+    return float((blocks.sum(0).pow(2).sum(-1) / blocks.pow(2).sum(-1).sum(0)).mean())
+
+
+INTERFERENCE = Exercise(
+    "ch1.interference", "interference_ratio", solution_interference_ratio, _interference_cases,
+    mistakes=[
+        Mistake(_norm_ratio, "you divided norms, not squared norms. ‖Σw‖ / Σ‖w‖ is at most 1 for any vectors (the "
+                "triangle inequality), so it cannot tell cancelling writes from orthogonal ones; with squared norms, "
+                "orthogonal writes give exactly 1 (Pythagoras)."),
+        Mistake(_blocks_only_ratio, "you left out the token and positional embeddings: they are writes too, the "
+                "first two terms of the sum."),
+    ],
+    atol=1e-4,
+)
+
+
+def check_interference_ratio(fn, model=None, texts=None) -> bool:
+    """Exercise: ‖Σ w‖² / Σ ‖w‖² over the final stream's writes, mean over sequences and positions.
+    With ``model``, pass ``texts`` too (a list of token tensors); without, the bundled model's own cases."""
+    if model is not None and not texts:
+        raise ValueError("pass the texts to try the function on with the model, e.g. [text_tokens, rep_tokens].")
+    return INTERFERENCE.check(fn, None if model is None else _interference_cases(model, texts))
+
+
+def _interference_prediction_cases():
+    """The chapter's measurement on held-out text, then two outcomes another model could give."""
+    model, text, _ = _default_run()
+    return [((solution_interference_ratio(model, text),), {}), ((0.6,), {}), ((1.5,), {})]
+
+
+INTERFERENCE_PREDICTION = Exercise(
+    "ch1.predict-interference", "predicted_band", interference_band, _interference_prediction_cases,
+    mistakes=[
+        Mistake(lambda ratio: INTERFERENCE_BANDS[0], "you expected the writes to cancel. Some pairs do point "
+                "against each other, but measured, the cross terms ⟨w_i, w_j⟩ are small and of both signs, so "
+                "they cancel each other more than they cancel the writes."),
+        Mistake(lambda ratio: INTERFERENCE_BANDS[2], "you expected every block to push the stream further the "
+                "same way. Measured, the cross terms ⟨w_i, w_j⟩ mostly cancel each other: the squared norm of "
+                "the sum is close to the sum of the squared norms."),
+    ],
+    choices=INTERFERENCE_BANDS,
+)
+
+
+def check_interference_prediction(predicted_band, measured_ratio) -> bool:
+    """Exercise: a predicted band (one of INTERFERENCE_BANDS) against the ratio measured in the chapter."""
+    if _unfilled("predicted_band", predicted_band):
+        return False
+    return INTERFERENCE_PREDICTION.check_prediction(predicted_band, float(measured_ratio))
 
 
 def solution_joint_cost(model, tokens, a: int, b: int) -> float:

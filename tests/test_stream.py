@@ -219,3 +219,25 @@ def test_rotary_terms_value_exercise():
     with pytest.raises(CheckFailed, match="mixture as one MLP write"):
         stream.check_rotary_terms(1057)
     assert stream.check_rotary_terms(...) is False
+
+
+def test_interference_ratio_by_hand_and_its_checkers(run):
+    """‖Σw‖²/Σ‖w‖² from the decomposition, recomputed by hand; the checkers refuse the named mistakes,
+    a band outside the choices, and a model without texts."""
+    model, text, rep = stream._default_run()
+    _, cache = model.run_with_cache(text[:2])
+    parts, _ = stream.decompose_stream(model, cache)
+    by_hand = sum(float((parts[:, b, p].sum(0) @ parts[:, b, p].sum(0)) / (parts[:, b, p] ** 2).sum())
+                  for b in range(2) for p in range(text.shape[1])) / (2 * text.shape[1])
+    assert stream.solution_interference_ratio(model, text[:2]) == pytest.approx(by_hand, rel=1e-4)
+    assert stream.interference_band(0.79) == "below 0.8" and stream.interference_band(1.0) == "0.8 to 1.25"
+    assert stream.interference_band(1.26) == "above 1.25"
+    with pytest.raises(CheckFailed, match="triangle inequality"):
+        stream.check_interference_ratio(stream._norm_ratio)
+    with pytest.raises(CheckFailed, match="choose one of"):
+        stream.check_interference_prediction("about 1", 1.0)
+    with pytest.raises(CheckFailed, match="push the stream further the same way"):
+        stream.check_interference_prediction("above 1.25", 1.0)
+    assert stream.check_interference_prediction("above 1.25", 1.4)
+    with pytest.raises(ValueError, match="texts"):
+        stream.check_interference_ratio(stream.solution_interference_ratio, model)
