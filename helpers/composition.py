@@ -634,8 +634,10 @@ TOP2_PREDICTION = Exercise(
                 "the induction heads share the work, so zeroing one of them costs less than zeroing a head that "
                 "no other head can replace."),
         Mistake(lambda e, r: "previous-token + self-attending",
-                "the induction heads are backed up by each other, but the best of them still carries a large "
-                "share: zeroing it costs more than zeroing one of the redundant previous-token heads."),
+                "the induction heads are backed up by each other, but under zero ablation, this exercise's "
+                "intervention, the best of them still costs more to remove than one of the redundant previous-token "
+                "heads. (Section 5's resample ablation orders them the other way: zeroing also removes what a head "
+                "typically writes, which the model never sees missing in training.)"),
     ],
 )
 

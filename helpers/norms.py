@@ -329,15 +329,19 @@ def mlp_write(d: int, d_mlp: int, act: str = "relu") -> float:
     return float(d_mlp * v * second)
 
 
-def post_ln_identity_theory(n_layers: int, alpha: float = 1.0) -> float:
-    """Leading-order tr(J)/d of a one-token post-LN (or DeepNorm) stack of Xiong's setting at initialisation.
+def post_ln_identity_theory(n_layers: int) -> float:
+    """Leading-order tr(J)/d of a one-token post-LN stack of Xiong's setting at initialisation.
 
     One token: attention is linear (x W_V W_O, squared norm preserved in
-    expectation), so LN1 reads α·x + a with E‖·‖² = (α² + 1)·d; the ReLU MLP
-    writes d/2, so LN2 reads (α² + 1/2)·d. Each sum's Jacobian is αI plus a
-    mean-zero term; each LayerNorm divides by its σ. Per block:
-    α²/√((α² + 1)(α² + 1/2)), which is 1/√3 for post-LN (α = 1). Corrections are O(1/d).
+    expectation), so LN1 reads x + a with E‖·‖² = 2d; the ReLU MLP writes d/2,
+    so LN2 reads (3/2)·d. Each sum's Jacobian is I plus a mean-zero term; each
+    LayerNorm divides by its σ. Per block: 1/√(2 · 3/2) = 1/√3. Corrections are O(1/d).
+    (Exercise 4 asks for the DeepNorm version; its reference is solution_deepnorm_identity.)
     """
+    return _identity_theory(n_layers, 1.0)
+
+
+def _identity_theory(n_layers: int, alpha: float) -> float:
     if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < 0:
         raise ValueError(f"n_layers must be an int >= 0, got {n_layers!r}.")
     if not (isinstance(alpha, (int, float)) and alpha > 0):
@@ -770,7 +774,7 @@ def check_xiong_bounds(fn) -> bool:
 
 # Exercise 2 (predict): the input of a post-LN LayerNorm, with a wider MLP. ----------------------------
 #: The setting of exercise 2: a post-LN NormGPT with these fields, Xavier-Gaussian, ReLU.
-POST_LN_INPUT_SETTING = {"d_model": 64, "d_mlp": 256, "n_layers": 8, "block": 8}
+POST_LN_INPUT_SETTING = {"d_model": 64, "d_mlp": 192, "n_layers": 8, "block": 8}
 
 
 def solution_post_ln_input() -> float:
@@ -814,8 +818,10 @@ check_wide_mlp_std = WIDE_MLP_STD.check_value
 
 # Exercise 4 (predict): the identity component of a DeepNorm stack. ------------------------------------
 def solution_deepnorm_identity(alpha: float, n_layers: int) -> float:
-    """Predicted tr(J)/d of an n_layers-deep one-token DeepNorm stack at initialisation (see post_ln_identity_theory)."""
-    return post_ln_identity_theory(int(n_layers), alpha)
+    """Predicted tr(J)/d of an n_layers-deep one-token DeepNorm stack at initialisation: LN1 reads α·x + a with
+    E‖·‖² = (α² + 1)·d, LN2 reads (α² + 1/2)·d, each sum's Jacobian is αI plus a mean-zero term, so per block
+    α²/√((α² + 1)(α² + 1/2)) (1/√3 at α = 1, post-LN)."""
+    return _identity_theory(int(n_layers), alpha)
 
 
 DEEPNORM_IDENTITY = Exercise(

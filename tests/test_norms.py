@@ -203,7 +203,9 @@ def test_mlp_write_theory():
 def test_post_ln_identity_theory_and_a_measurement():
     assert math.isclose(norms.post_ln_identity_theory(1), 3 ** -0.5)
     assert math.isclose(norms.post_ln_identity_theory(4), 1 / 9)
-    assert norms.post_ln_identity_theory(3, alpha=10.0) > 0.97  # a large α acts like an identity path
+    assert norms.solution_deepnorm_identity(10.0, 3) > 0.97  # a large α acts like an identity path
+    with pytest.raises(TypeError):  # the public helper does not hand exercise 4 its answer
+        norms.post_ln_identity_theory(3, 10.0)
     x0 = torch.randn(64, generator=torch.Generator().manual_seed(3))
     x0 = (x0 - x0.mean()) / x0.std(unbiased=False)
     vals = [torch.trace(norms.stream_jacobian(NormGPT(NormConfig(norm="post", n_layers=1), seed=s), x0)).item() / 64
@@ -212,7 +214,7 @@ def test_post_ln_identity_theory_and_a_measurement():
     with pytest.raises(ValueError):
         norms.post_ln_identity_theory(-1)
     with pytest.raises(ValueError):
-        norms.post_ln_identity_theory(2, alpha=0.0)
+        norms.solution_deepnorm_identity(0.0, 2)
 
 
 # ---------------------------------------------------------------- data and training
@@ -313,11 +315,12 @@ def _check_value_checker(check, right, named_wrongs, unlisted):
 
 
 def test_check_post_ln_input_prediction():
-    _check_value_checker(norms.check_post_ln_input, 1.32, [(1.5, "d_mlp = d"), (1.0, "output"), (5.0, "depth")], 2.0)
+    _check_value_checker(norms.check_post_ln_input, 1.375, [(1.5, "d_mlp = d"), (1.0, "output"), (5.0, "depth"),
+                                                            (1.32, "four times wider"), (2.5, "by the width")], 2.0)
 
 
 def test_post_ln_input_solution_matches_a_measurement():
-    """The exercise's answer is what the model does: block 8's MLP LayerNorm input, d_mlp = 4d."""
+    """The exercise's answer is what the model does: block 8's MLP LayerNorm input, d_mlp = 3d."""
     s = norms.POST_LN_INPUT_SETTING
     got = np.array([norms.ln_input_norms(NormGPT(NormConfig(norm="post", n_layers=s["n_layers"], d_model=s["d_model"],
                                                             d_mlp=s["d_mlp"]), seed=k),
